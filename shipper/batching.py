@@ -1,0 +1,118 @@
+"""Cuts one file's records into batches by bytes, records and age.
+
+A batch covers one contiguous byte range of one file; that range, with the
+file's fingerprint, names the batch (and its object key) for ever after.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Batch", "BatchLimits", "Batcher"]
+
+from dataclasses import dataclass, field
+
+from shipper.sources.fingerprint import Fingerprint
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    max_bytes: int
+    max_records: int
+    max_age_secs: float
+
+
+@dataclass(slots=True)
+class Batch:
+    source: str
+    fingerprint: Fingerprint
+    path: str
+    #: File offsets ``[start, end)`` this batch covers, every byte of them.
+    start: int
+    end: int
+    #: Encoded records, each ending with a newline; together they are the NDJSON body.
+    records: list[bytes] = field(default_factory=list)
+    #: Input lines the range holds (a record may come from several lines later on).
+    lines: int = 0
+    nbytes: int = 0
+    #: Time of the first record (its own timestamp, else when it was read): partitions the key.
+    first_time: float = 0.0
+    #: Monotonic time the first record arrived, for the age limit.
+    opened_at: float = 0.0
+
+    def body(self) -> bytes:
+        return b"".join(self.records)
+
+
+class Batcher:
+    """Accumulates one file's records; returns batches as they become full."""
+
+    def __init__(
+        self,
+        limits: BatchLimits,
+        *,
+        source: str,
+        fingerprint: Fingerprint,
+        path: str,
+        position: int,
+    ) -> None:
+        self.limits = limits
+        self.source = source
+        self.fingerprint = fingerprint
+        self.path = path
+        self._open: Batch | None = None
+        #: End of the last byte accepted; the next batch starts here.
+        self.position = position
+
+    @property
+    def pending(self) -> Batch | None:
+        return self._open
+
+    def add(
+        self,
+        records: list[bytes],
+        ends: list[int],
+        times: list[float],
+        now: float,
+    ) -> list[Batch]:
+        """Add records (``ends[i]`` = file offset past record i); return the batches cut."""
+        cut: list[Batch] = []
+        limits = self.limits
+        for record, end, when in zip(records, ends, times, strict=True):
+            batch = self._open
+            if batch is not None and (
+                batch.nbytes + len(record) > limits.max_bytes
+                or len(batch.records) >= limits.max_records
+            ):
+                cut.append(batch)
+                batch = None
+            if batch is None:
+                batch = Batch(
+                    source=self.source,
+                    fingerprint=self.fingerprint,
+                    path=self.path,
+                    start=self.position,
+                    end=self.position,
+                    first_time=when,
+                    opened_at=now,
+                )
+            batch.records.append(record)
+            batch.nbytes += len(record)
+            batch.lines += 1
+            batch.end = end
+            self.position = end
+            self._open = batch
+        if self._open is not None and (
+            self._open.nbytes >= limits.max_bytes or len(self._open.records) >= limits.max_records
+        ):
+            cut.append(self._open)
+        if cut and cut[-1] is self._open:
+            self._open = None
+        return cut
+
+    def due(self, now: float) -> bool:
+        """Whether the open batch has waited ``max_age_secs`` since its first record."""
+        return self._open is not None and now - self._open.opened_at >= self.limits.max_age_secs
+
+    def flush(self) -> Batch | None:
+        """Take the open batch, however small (age limit, shutdown, finished file)."""
+        batch, self._open = self._open, None
+        return batch

@@ -1,0 +1,91 @@
+"""The command line: argv in, exit code out. No business logic lives here."""
+
+from __future__ import annotations
+
+__all__ = ["main"]
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from shipper import __version__
+from shipper.config import (
+    CONFIG_ENV_VAR,
+    DEFAULT_CONFIG_PATH,
+    Settings,
+    find_config_path,
+    load_config,
+)
+from shipper.errors import ConfigError, ShipperError
+from shipper.exit_codes import ExitCode
+from shipper.logs import setup_logging
+
+log = logging.getLogger("shipper")
+
+
+def _parser() -> argparse.ArgumentParser:
+    config_option = argparse.ArgumentParser(add_help=False)
+    config_option.add_argument(
+        "-c",
+        "--config",
+        metavar="PATH",
+        help=f"config file (default: ${CONFIG_ENV_VAR}, then {DEFAULT_CONFIG_PATH})",
+    )
+    parser = argparse.ArgumentParser(
+        prog="shipper",
+        description="Ship JSON log files to S3-compatible storage, exactly once.",
+    )
+    parser.add_argument("--version", action="version", version=f"shipper {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser(
+        "check-config",
+        parents=[config_option],
+        help="validate the config file without touching the network",
+    )
+    run = commands.add_parser("run", parents=[config_option], help="run the daemon")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def _load(path_arg: str | None) -> Settings:
+    return load_config(find_config_path(path_arg, os.environ))
+
+
+def _check_config(args: argparse.Namespace) -> ExitCode:
+    try:
+        settings = _load(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return ExitCode.CONFIG_INVALID
+    print(
+        f"{settings.config_path}: ok ({len(settings.sources)} source(s), sink {settings.sink.type})"
+    )
+    return ExitCode.OK
+
+
+def _run(args: argparse.Namespace) -> ExitCode:
+    setup_logging(args.log_level)
+    try:
+        settings = _load(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("invalid config", extra={"problem": str(problem)})
+        return ExitCode.CONFIG_INVALID
+    from shipper.daemon import Daemon  # the daemon pulls in boto3; check-config does not need it
+
+    try:
+        return asyncio.run(Daemon(settings).run())
+    except ShipperError as exc:
+        log.error("cannot run", extra={"error": str(exc)})
+        return ExitCode.RUNTIME_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        return int(_check_config(args))
+    return int(_run(args))

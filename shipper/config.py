@@ -1,0 +1,599 @@
+"""Turns the TOML config file into frozen, validated settings.
+
+Every problem is collected before failing, so an operator fixes a broken file in one pass
+instead of one error per restart.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "DEFAULT_CONFIG_PATH",
+    "BatchSettings",
+    "EnrichSettings",
+    "HealthSettings",
+    "ReadFrom",
+    "Settings",
+    "SinkSettings",
+    "SinkType",
+    "SourceSettings",
+    "SpoolSettings",
+    "find_config_path",
+    "load_config",
+    "parse_config",
+]
+
+import dataclasses
+import datetime
+import difflib
+import ipaddress
+import math
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, cast, get_args
+from urllib.parse import urlsplit
+
+from shipper.errors import ConfigError, ConfigProblem
+from shipper.units import GiB, KiB, MiB, format_size, parse_size
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+DEFAULT_CONFIG_PATH = Path("/etc/shipper/config.toml")
+CONFIG_ENV_VAR = "SHIPPER_CONFIG"
+
+ReadFrom = Literal["beginning", "end"]
+SinkType = Literal["s3", "directory"]
+FieldValue = str | int | float | bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceSettings:
+    name: str
+    include: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+    read_from: ReadFrom = "beginning"
+    fingerprint_bytes: int = 256
+    rotate_wait_secs: float = 5.0
+    read_chunk_bytes: int = MiB
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnrichSettings:
+    fields: Mapping[str, FieldValue] = field(default_factory=lambda: MappingProxyType({}))
+    host: bool = True
+    collision_prefix: str = "shipper_"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchSettings:
+    max_bytes: int = 8 * MiB
+    max_records: int = 100_000
+    max_age_secs: float = 5.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpoolSettings:
+    max_bytes: int = 256 * MiB
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SinkSettings:
+    type: SinkType
+    path: Path | None = None
+    bucket: str | None = None
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    compression_level: int = 3
+    upload_concurrency: int = 4
+    storage_class: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthSettings:
+    listen: str = "127.0.0.1:8686"
+    host: str = "127.0.0.1"
+    port: int = 8686
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    sources: Mapping[str, SourceSettings]
+    sink: SinkSettings
+    state_dir: Path = Path("/var/lib/shipper")
+    enrich: EnrichSettings = field(default_factory=EnrichSettings)
+    batch: BatchSettings = field(default_factory=BatchSettings)
+    spool: SpoolSettings = field(default_factory=SpoolSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
+    poll_interval_secs: float = 1.0
+    shutdown_timeout_secs: float = 30.0
+    config_path: Path | None = None
+
+
+def _keys(cls: type, *skip: str) -> tuple[str, ...]:
+    """Allowed TOML keys mirror the dataclass fields, so adding a field needs no second list."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in skip)
+
+
+_ROOT_KEYS = _keys(Settings, "config_path")
+_SOURCE_KEYS = _keys(SourceSettings, "name")
+_ENRICH_KEYS = _keys(EnrichSettings)
+_BATCH_KEYS = _keys(BatchSettings)
+_SPOOL_KEYS = _keys(SpoolSettings)
+_SINK_KEYS = _keys(SinkSettings)
+_HEALTH_KEYS = _keys(HealthSettings, "host", "port")
+
+_SOURCE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]*[a-z0-9]")
+_LISTEN_RE = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]\s]+)):(?P<port>\d+)")
+_REFERENCE_RE = re.compile(
+    r"\$(?:(?P<dollar>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}"
+    r"|(?P<bad>\{))"
+)
+_TOML_TYPE_NAMES: tuple[tuple[type, str], ...] = (
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "float"),
+    (str, "string"),
+    (list, "array"),
+    (Mapping, "table"),
+    (datetime.datetime, "datetime"),
+    (datetime.date, "date"),
+    (datetime.time, "time"),
+)
+
+
+def find_config_path(cli_value: str | None, environ: Mapping[str, str]) -> Path:
+    """Pick the config file: ``-c`` beats ``$SHIPPER_CONFIG`` beats the packaged default.
+
+    Empty values count as unset, so ``SHIPPER_CONFIG=`` does not point at the current directory.
+    """
+    if cli_value:
+        return Path(cli_value)
+    from_env = environ.get(CONFIG_ENV_VAR)
+    return Path(from_env) if from_env else DEFAULT_CONFIG_PATH
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, interpolate and validate the file at ``path``; raise ConfigError on any problem."""
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(
+            [ConfigProblem("", f"{path}: cannot read config file: {reason}")]
+        ) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([ConfigProblem("", f"{path}: invalid TOML: {exc}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem("", f"{path}: not valid UTF-8: {exc}")]) from exc
+    env = os.environ if environ is None else environ
+    settings = parse_config(data, base_dir=path.absolute().parent, environ=env)
+    return dataclasses.replace(settings, config_path=path)
+
+
+def parse_config(
+    data: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str, str]
+) -> Settings:
+    """Validate already-parsed TOML; pure, so tests need no files."""
+    problems: list[ConfigProblem] = []
+    root = _Table(_interpolate(data, "", environ, problems), "", problems)
+    root.check_keys(_ROOT_KEYS)
+    state_dir = _resolve(base_dir, root.string("state_dir", "/var/lib/shipper"))
+    sources = _parse_sources(root, base_dir)
+    enrich = _parse_enrich(root.table("enrich"))
+    batch = _parse_batch(root.table("batch"))
+    spool = _parse_spool(root.table("spool"), batch)
+    sink = _parse_sink(root.table("sink", required=True), base_dir)
+    health = _parse_health(root.table("health"))
+    poll_interval = root.seconds("poll_interval_secs", 1.0)
+    shutdown_timeout = root.seconds("shutdown_timeout_secs", 30.0, allow_zero=True)
+    if problems or sink is None:
+        raise ConfigError(problems)
+    return Settings(
+        state_dir=state_dir,
+        sources=MappingProxyType(sources),
+        enrich=enrich,
+        batch=batch,
+        spool=spool,
+        sink=sink,
+        health=health,
+        poll_interval_secs=poll_interval,
+        shutdown_timeout_secs=shutdown_timeout,
+    )
+
+
+def _interpolate(
+    value: Any, path: str, environ: Mapping[str, str], problems: list[ConfigProblem]
+) -> Any:
+    """Expand ``${VAR}`` in every string value; keys are left alone so the schema stays fixed."""
+    if isinstance(value, str):
+        return _expand(value, path, environ, problems)
+    if isinstance(value, Mapping):
+        return {k: _interpolate(v, _join(path, k), environ, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{path}[{i}]", environ, problems) for i, v in enumerate(value)]
+    return value
+
+
+def _expand(text: str, path: str, environ: Mapping[str, str], problems: list[ConfigProblem]) -> str:
+    """Shell-like expansion: ``${VAR:-default}`` also applies the default when VAR is empty."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match["dollar"]:
+            return "$"
+        if match["bad"]:
+            problems.append(ConfigProblem(path, _malformed_message(match.start())))
+            return match[0]
+        name, default = match["name"], match["default"]
+        if default is not None:
+            return environ.get(name) or default
+        if name not in environ:
+            problems.append(ConfigProblem(path, f"environment variable {name} is not set"))
+            return ""
+        return environ[name]
+
+    return _REFERENCE_RE.sub(replace, text)
+
+
+def _malformed_message(offset: int) -> str:
+    return (
+        f'malformed "${{" at character {offset + 1}: expected ${{VAR}} or ${{VAR:-default}} '
+        "(write $$ for a literal $)"
+    )
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _type_name(value: object) -> str:
+    """Name values the way the TOML spec does, since that is what the user wrote."""
+    for kind, name in _TOML_TYPE_NAMES:
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def _resolve(base_dir: Path, value: str) -> Path:
+    """Anchor relative paths at the config file, not at whatever directory the daemon runs in."""
+    path = Path(value)
+    return path if path.is_absolute() else base_dir / path
+
+
+class _Table:
+    """One TOML table under validation: typed getters record problems and fall back to defaults."""
+
+    def __init__(self, data: Mapping[str, Any], path: str, problems: list[ConfigProblem]) -> None:
+        self.data = data
+        self.path = path
+        self.problems = problems
+
+    def problem(self, name: str, message: str) -> None:
+        self.problems.append(ConfigProblem(_join(self.path, name), message))
+
+    def check_keys(self, allowed: Sequence[str]) -> None:
+        for key in self.data:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f' (did you mean "{close[0]}"?)' if close else ""
+                self.problem(key, f"unknown key{hint}")
+
+    def table(self, name: str, *, required: bool = False) -> _Table | None:
+        """Missing optional tables read as empty; None means "already reported, skip it"."""
+        if name not in self.data:
+            if required:
+                self.problem(name, "required")
+                return None
+            return _Table({}, _join(self.path, name), self.problems)
+        raw = self._get(name, Mapping, "a table")
+        return None if raw is None else _Table(raw, _join(self.path, name), self.problems)
+
+    def _get(self, name: str, kinds: type | tuple[type, ...], expected: str) -> Any:
+        """Return the raw value, or None when absent or of the wrong type (reported)."""
+        if name not in self.data:
+            return None
+        value = self.data[name]
+        kinds_tuple = kinds if isinstance(kinds, tuple) else (kinds,)
+        if not isinstance(value, kinds_tuple) or (
+            isinstance(value, bool) and bool not in kinds_tuple
+        ):
+            self.problem(name, f"expected {expected}, got {_type_name(value)}")
+            return None
+        return value
+
+    def string(self, name: str, default: str) -> str:
+        value = self.optional_string(name)
+        return default if value is None else value
+
+    def optional_string(self, name: str) -> str | None:
+        value: str | None = self._get(name, str, "a string")
+        if value == "":
+            self.problem(name, "must not be empty")
+            return None
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value: bool | None = self._get(name, bool, "a boolean")
+        return default if value is None else value
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str | None) -> str | None:
+        """A string from a fixed set; ``default=None`` makes the key required."""
+        if name not in self.data and default is None:
+            self.problem(name, "required")
+        value = self.optional_string(name)
+        if value is None:
+            return default
+        if value not in choices:
+            allowed = ", ".join(f'"{c}"' for c in choices)
+            self.problem(name, f'must be one of {allowed}, got "{value}"')
+            return default
+        return value
+
+    def integer(self, name: str, default: int, low: int, high: int | None = None) -> int:
+        value: int | None = self._get(name, int, "an integer")
+        if value is None or not self._in_range(name, value, low, high, str):
+            return default
+        return value
+
+    def size(self, name: str, default: int, low: int, high: int | None = None) -> int:
+        raw: int | str | None = self._get(
+            name, (int, str), 'a size (bytes, or a string like "8MiB")'
+        )
+        if raw is None:
+            return default
+        try:
+            value = parse_size(raw)
+        except ValueError as exc:
+            self.problem(name, str(exc))
+            return default
+        return value if self._in_range(name, value, low, high, _show_size) else default
+
+    def _in_range(
+        self, name: str, value: int, low: int, high: int | None, show: Callable[[int], str]
+    ) -> bool:
+        if high is not None and not low <= value <= high:
+            self.problem(name, f"must be between {show(low)} and {show(high)}, got {show(value)}")
+            return False
+        if value < low:
+            self.problem(name, f"must be at least {show(low)}, got {show(value)}")
+            return False
+        return True
+
+    def seconds(
+        self, name: str, default: float, *, allow_zero: bool = False, most: float | None = None
+    ) -> float:
+        """Durations take ints or floats but never bools or strings like "5s"."""
+        raw: int | float | None = self._get(name, (int, float), "a number of seconds")
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except OverflowError:  # a TOML integer too big for a float
+            value = math.inf
+        if not math.isfinite(value):
+            self.problem(name, f"must be a finite number, got {raw!r}")
+        elif value < 0 or (value == 0 and not allow_zero):
+            self.problem(
+                name, f"must be {'at least' if allow_zero else 'greater than'} 0, got {raw!r}"
+            )
+        elif most is not None and value > most:
+            self.problem(name, f"must be at most {most:g}, got {raw!r}")
+        else:
+            return value
+        return default
+
+    def string_list(self, name: str, *, required: bool = False) -> list[str]:
+        if required and name not in self.data:
+            self.problem(name, "required")
+        raw: list[Any] | None = self._get(name, list, "an array of strings")
+        if raw is None:
+            return []
+        if required and not raw:
+            self.problem(name, "must not be empty")
+        items: list[str] = []
+        for index, item in enumerate(raw):
+            key = f"{name}[{index}]"
+            if not isinstance(item, str):
+                self.problem(key, f"expected a string, got {_type_name(item)}")
+            elif not item:
+                self.problem(key, "must not be empty")
+            else:
+                items.append(item)
+        return items
+
+
+def _show_size(n: int) -> str:
+    """Human units when they are exact, raw bytes otherwise, so messages never mislead."""
+    text = format_size(n)
+    return text if parse_size(text) == n else f"{n} bytes"
+
+
+def _parse_sources(root: _Table, base_dir: Path) -> dict[str, SourceSettings]:
+    table = root.table("sources", required=True)
+    if table is None:
+        return {}
+    if not table.data:
+        root.problem("sources", "must define at least one source, e.g. [sources.app]")
+    sources: dict[str, SourceSettings] = {}
+    for name in table.data:
+        if not _SOURCE_NAME_RE.fullmatch(name):
+            table.problem(
+                name,
+                f"source name must match ^{_SOURCE_NAME_RE.pattern}$ (it is used in object keys)",
+            )
+        source = table.table(name)
+        if source is not None:
+            sources[name] = _parse_source(name, source, base_dir)
+    return sources
+
+
+def _parse_source(name: str, table: _Table, base_dir: Path) -> SourceSettings:
+    table.check_keys(_SOURCE_KEYS)
+    include = [str(_resolve(base_dir, p)) for p in table.string_list("include", required=True)]
+    exclude = [_exclude_pattern(base_dir, p) for p in table.string_list("exclude")]
+    read_from = table.choice("read_from", get_args(ReadFrom), "beginning")
+    return SourceSettings(
+        name=name,
+        include=tuple(include),
+        exclude=tuple(exclude),
+        read_from=cast(ReadFrom, read_from),
+        fingerprint_bytes=table.size("fingerprint_bytes", 256, 16, 64 * KiB),
+        rotate_wait_secs=table.seconds("rotate_wait_secs", 5.0),
+        read_chunk_bytes=table.size("read_chunk_bytes", MiB, 4 * KiB, 64 * MiB),
+    )
+
+
+def _exclude_pattern(base_dir: Path, pattern: str) -> str:
+    """Slash-free excludes such as "*.gz" match basenames anywhere, so they stay relative."""
+    return pattern if "/" not in pattern else str(_resolve(base_dir, pattern))
+
+
+def _parse_enrich(table: _Table | None) -> EnrichSettings:
+    if table is None:
+        return EnrichSettings()
+    table.check_keys(_ENRICH_KEYS)
+    fields_table = table.table("fields")
+    fields = {} if fields_table is None else _parse_fields(fields_table)
+    return EnrichSettings(
+        fields=MappingProxyType(fields),
+        host=table.boolean("host", True),
+        collision_prefix=table.string("collision_prefix", "shipper_"),
+    )
+
+
+def _parse_fields(table: _Table) -> dict[str, FieldValue]:
+    """Fields end up in JSON records, so only JSON scalars (finite numbers) are allowed."""
+    fields: dict[str, FieldValue] = {}
+    for name, value in table.data.items():
+        if not name:
+            table.problem(name, "field name must not be empty")
+        elif not isinstance(value, str | int | float):
+            table.problem(name, f"expected a string, number or boolean, got {_type_name(value)}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            table.problem(name, f"must be a finite number, got {value!r}")
+        else:
+            fields[name] = value
+    return fields
+
+
+def _parse_batch(table: _Table | None) -> BatchSettings:
+    if table is None:
+        return BatchSettings()
+    table.check_keys(_BATCH_KEYS)
+    return BatchSettings(
+        max_bytes=table.size("max_bytes", 8 * MiB, KiB, GiB),
+        max_records=table.integer("max_records", 100_000, 1),
+        max_age_secs=table.seconds("max_age_secs", 5.0, most=3600),
+    )
+
+
+def _parse_spool(table: _Table | None, batch: BatchSettings) -> SpoolSettings:
+    """The spool must hold at least one full batch, or a batch could never be spooled."""
+    if table is None:
+        return SpoolSettings()
+    table.check_keys(_SPOOL_KEYS)
+    reported = len(table.problems)
+    max_bytes = table.size("max_bytes", 256 * MiB, 0)
+    if len(table.problems) == reported and max_bytes < batch.max_bytes:
+        limit = _show_size(batch.max_bytes)
+        table.problem("max_bytes", f"must be at least batch.max_bytes ({limit})")
+    return SpoolSettings(max_bytes=max_bytes)
+
+
+def _parse_sink(table: _Table | None, base_dir: Path) -> SinkSettings | None:
+    if table is None:
+        return None
+    table.check_keys(_SINK_KEYS)
+    sink_type = table.choice("type", get_args(SinkType), None)
+    path = table.optional_string("path")
+    bucket = table.optional_string("bucket")
+    for needed, required_by in (("path", "directory"), ("bucket", "s3")):
+        if sink_type == required_by and needed not in table.data:
+            table.problem(needed, f'required when sink.type = "{required_by}"')
+    if bucket is not None and (reason := _bucket_problem(bucket)):
+        table.problem("bucket", reason)
+    prefix = table.string("prefix", "").strip("/")
+    if "//" in prefix or ".." in prefix.split("/"):
+        table.problem("prefix", f'must not contain "//" or ".." segments, got "{prefix}"')
+    endpoint_url = table.optional_string("endpoint_url")
+    if endpoint_url is not None and not _is_http_url(endpoint_url):
+        table.problem(
+            "endpoint_url", f'must be an http:// or https:// URL with a host, got "{endpoint_url}"'
+        )
+    return SinkSettings(
+        type=cast(SinkType, sink_type or "directory"),
+        path=None if path is None else _resolve(base_dir, path),
+        bucket=bucket,
+        prefix=prefix,
+        endpoint_url=endpoint_url,
+        region=table.optional_string("region"),
+        compression_level=table.integer("compression_level", 3, 1, 22),
+        upload_concurrency=table.integer("upload_concurrency", 4, 1, 64),
+        storage_class=table.optional_string("storage_class"),
+    )
+
+
+def _bucket_problem(bucket: str) -> str | None:
+    """S3 naming rules, checked early so a typo fails at startup rather than at first upload."""
+    if not 3 <= len(bucket) <= 63 or not _BUCKET_RE.fullmatch(bucket):
+        return (
+            f'invalid bucket name "{bucket}": use 3-63 lowercase letters, digits, dots and '
+            "hyphens, starting and ending with a letter or digit"
+        )
+    if ".." in bucket:
+        return f'invalid bucket name "{bucket}": must not contain ".."'
+    try:
+        ipaddress.IPv4Address(bucket)
+    except ValueError:
+        return None
+    return f'invalid bucket name "{bucket}": must not look like an IP address'
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError on a non-numeric or out-of-range port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _parse_health(table: _Table | None) -> HealthSettings:
+    if table is None:
+        return HealthSettings()
+    table.check_keys(_HEALTH_KEYS)
+    listen = table.string("listen", "127.0.0.1:8686")
+    try:
+        host, port = _split_listen(listen)
+    except ValueError as exc:
+        table.problem("listen", str(exc))
+        return HealthSettings()
+    return HealthSettings(listen=listen, host=host, port=port)
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    """Split "host:port"; IPv6 hosts need brackets, as in URLs, to keep the port unambiguous."""
+    match = _LISTEN_RE.fullmatch(listen)
+    if match is None:
+        raise ValueError(f'expected "host:port", got "{listen}"')
+    host = match["host"]
+    if host is None:
+        host = match["v6"]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f'invalid IPv6 address "{host}" in "{listen}"') from None
+    port = int(match["port"])
+    if port > 65535:
+        raise ValueError(f"port must be between 0 and 65535, got {port}")
+    return host, port

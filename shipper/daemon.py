@@ -1,0 +1,542 @@
+"""Wiring and lifecycle of ``shipper run``: recover, tail, batch, seal, upload, drain.
+
+Data moves one way: files → chain → batcher → spool → uploader → store. The only
+thing that flows back is the acknowledgement that a batch is sealed, which
+moves the file's checkpoint. When the spool is full the reader stops, so the
+source files are the buffer and memory stays flat.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Daemon"]
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import watchfiles
+import zstandard
+
+from shipper.batching import Batch, Batcher, BatchLimits
+from shipper.config import Settings, SinkSettings
+from shipper.errors import StateError
+from shipper.exit_codes import ExitCode
+from shipper.keys import object_key
+from shipper.ledger import Ledger
+from shipper.processors.chain import Chain
+from shipper.processors.enrich import Enrich
+from shipper.recovery import resume_positions
+from shipper.sinks.base import Sink
+from shipper.sinks.directory import DirectorySink
+from shipper.sinks.s3 import S3Sink
+from shipper.sources.checkpoints import Checkpoint, CheckpointStore
+from shipper.sources.discovery import discover, watch_roots
+from shipper.sources.identify import Identified, end_of_last_line, identify
+from shipper.sources.tail import FileTailer, LineChunk
+from shipper.spool import Segment, Spool, SpoolEntry
+from shipper.uploader import Uploader
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_INTERVAL_SECS = 1.0
+#: Longest the reader sleeps when idle; change events usually wake it sooner.
+IDLE_WAIT_SECS = 0.25
+
+InodeKey = tuple[int, int]
+
+
+def build_sink(settings: SinkSettings) -> Sink:
+    if settings.type == "directory":
+        assert settings.path is not None
+        return DirectorySink(settings.path)
+    assert settings.bucket is not None
+    return S3Sink(
+        bucket=settings.bucket,
+        endpoint_url=settings.endpoint_url,
+        region=settings.region,
+        storage_class=settings.storage_class,
+    )
+
+
+@dataclass(slots=True)
+class ActiveFile:
+    tailer: FileTailer
+    batcher: Batcher
+    inode: InodeKey
+    #: The last read found no new bytes.
+    at_eof: bool = False
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, sink: Sink | None = None) -> None:
+        self.settings = settings
+        self.host = socket.gethostname()
+        state_dir = settings.state_dir
+        self.spool = Spool(state_dir / "spool")
+        self.ledger = Ledger(state_dir / "ledger.jsonl")
+        self.checkpoint_store = CheckpointStore(state_dir / "checkpoints.json")
+        self.sink = sink or build_sink(settings.sink)
+        self.limits = BatchLimits(
+            settings.batch.max_bytes, settings.batch.max_records, settings.batch.max_age_secs
+        )
+        enrich_fields: dict[str, object] = {}
+        if settings.enrich.host:
+            enrich_fields["host"] = self.host
+        enrich_fields.update(settings.enrich.fields)
+        self.chain = Chain([], flags_field=settings.enrich.collision_prefix + "flags")
+        self.chain.processors = (
+            Enrich(
+                enrich_fields,
+                collision_prefix=settings.enrich.collision_prefix,
+                counters=self.chain.counters,
+            ),
+        )
+        self.known: dict[str, Checkpoint] = {}
+        self.active: dict[InodeKey, ActiveFile] = {}
+        self.uploader: Uploader | None = None
+        self._lock_fd: int | None = None
+        self._stopping = asyncio.Event()
+        self._forced = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._space_freed = asyncio.Event()
+        self._rescan = True
+        self._checkpoints_dirty = False
+        self._unidentified: set[str] = set()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def run(self) -> ExitCode:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await asyncio.to_thread(self._recover)
+        assert self.uploader is not None
+        self.uploader.start()
+        watcher = asyncio.create_task(self._watch(), name="watch")
+        persister = asyncio.create_task(self._persist_periodically(), name="checkpoints")
+        log.info(
+            "started",
+            extra={"sources": sorted(self.settings.sources), "sink": self.settings.sink.type},
+        )
+        try:
+            await self._pump()
+            return await self._drain()
+        finally:
+            for task in (watcher, persister):
+                task.cancel()
+            await asyncio.gather(watcher, persister, return_exceptions=True)
+            await self.uploader.stop()
+            await self._persist_checkpoints()
+            self.ledger.close()
+            self.sink.close()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            self._release_lock()
+
+    def request_stop(self) -> None:
+        """First signal: stop reading and drain. Second: give up on the drain."""
+        if self._stopping.is_set():
+            log.warning("second stop signal: exiting without waiting for uploads")
+            self._forced.set()
+        else:
+            log.info("stopping: sealing open batches and draining uploads")
+            self._stopping.set()
+        self._wake.set()
+
+    async def _drain(self) -> ExitCode:
+        assert self.uploader is not None
+        timeout = self.settings.shutdown_timeout_secs
+        drained = asyncio.create_task(self.uploader.drain(timeout))
+        forced = asyncio.create_task(self._forced.wait())
+        await asyncio.wait({drained, forced}, return_when=asyncio.FIRST_COMPLETED)
+        forced.cancel()
+        if not drained.done():
+            drained.cancel()
+            log.warning(
+                "forced exit; undelivered batches stay in the spool for the next start",
+                extra={"spool_bytes": self.spool.used_bytes},
+            )
+            return ExitCode.FORCED
+        if not drained.result():
+            log.warning(
+                "shutdown timeout reached; undelivered batches stay in the spool",
+                extra={"spool_bytes": self.spool.used_bytes, "timeout_secs": timeout},
+            )
+        log.info("stopped", extra={"counters": self.counters()})
+        return ExitCode.OK
+
+    def counters(self) -> dict[str, int]:
+        result = dict(self.chain.counters)
+        if self.uploader is not None:
+            result.update(self.uploader.counters)
+        return result
+
+    # ------------------------------------------------------------------ recovery
+
+    def _recover(self) -> None:
+        state_dir = self.settings.state_dir
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            self._take_lock(state_dir / "lock")
+            checkpoints = self.checkpoint_store.load()
+            spooled = self.spool.recover()
+            delivered = self.ledger.open()
+        except OSError as exc:
+            raise StateError(f"state_dir {state_dir}: {exc}") from exc
+        self.known = resume_positions(checkpoints, spooled, delivered)
+        self.uploader = Uploader(
+            sink=self.sink,
+            spool=self.spool,
+            ledger=self.ledger,
+            host=self.host,
+            concurrency=self.settings.sink.upload_concurrency,
+            on_space_freed=self._space_freed.set,
+        )
+        for entry in spooled:
+            self.uploader.submit(entry)
+        log.info(
+            "recovered state",
+            extra={
+                "known_files": len(self.known),
+                "spooled_entries": len(spooled),
+                "spool_bytes": self.spool.used_bytes,
+            },
+        )
+
+    def _take_lock(self, path: Path) -> None:
+        # Two daemons on one state directory would each ship the same lines.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise StateError(f"{path}: another shipper is running on this state_dir") from exc
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # --------------------------------------------------------------- the reader
+
+    async def _pump(self) -> None:
+        """Discover, read, batch and seal until asked to stop; then seal what is open."""
+        initial = True
+        next_scan = 0.0
+        try:
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                if self._rescan or now >= next_scan:
+                    self._rescan = False
+                    await self._scan(initial=initial)
+                    initial = False
+                    next_scan = now + self.settings.poll_interval_secs
+                if not await self._wait_for_spool_space():
+                    break
+                progressed = await self._read_round()
+                await self._seal_aged()
+                await self._finish_rotated()
+                if not progressed:
+                    await self._idle(next_scan)
+        finally:
+            await self._seal_all_open()
+
+    async def _idle(self, next_scan: float) -> None:
+        deadlines = [next_scan]
+        for active in self.active.values():
+            pending = active.batcher.pending
+            if pending is not None:
+                deadlines.append(pending.opened_at + self.limits.max_age_secs)
+        timeout = max(0.0, min(IDLE_WAIT_SECS, min(deadlines) - time.monotonic()))
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _wait_for_spool_space(self) -> bool:
+        """Backpressure: while the spool is full, read nothing. False if a stop came first."""
+        limit = self.settings.spool.max_bytes
+        warned = False
+        while self.spool.used_bytes >= limit:
+            if not warned:
+                log.warning(
+                    "spool full; pausing reads until uploads catch up",
+                    extra={"spool_bytes": self.spool.used_bytes, "limit": limit},
+                )
+                warned = True
+            self._space_freed.clear()
+            stop = asyncio.create_task(self._stopping.wait())
+            freed = asyncio.create_task(self._space_freed.wait())
+            await asyncio.wait({stop, freed}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            freed.cancel()
+            if self._stopping.is_set():
+                return False
+        return True
+
+    async def _read_round(self) -> bool:
+        """One chunk from every active file; True if any produced bytes."""
+        progressed = False
+        for active in list(self.active.values()):
+            if self._stopping.is_set():
+                break
+            try:
+                entries, got_bytes = await asyncio.to_thread(self._read_step, active)
+            except OSError as exc:
+                log.warning(
+                    "read failed; will retry",
+                    extra={"path": active.tailer.path, "error": str(exc)},
+                )
+                continue
+            active.at_eof = not got_bytes
+            progressed = progressed or got_bytes
+            self._accept(entries)
+        return progressed
+
+    def _read_step(self, active: ActiveFile) -> tuple[list[SpoolEntry], bool]:
+        """Runs in a thread: read a chunk, process it, seal the batches it completes."""
+        chunk = active.tailer.read()
+        if chunk is None:
+            return [], False
+        return self._process(active, chunk), True
+
+    def _process(self, active: ActiveFile, chunk: LineChunk) -> list[SpoolEntry]:
+        out = self.chain.run(
+            chunk.lines, chunk.ends, read_time=chunk.read_time, partial_index=chunk.partial_index
+        )
+        batches = active.batcher.add(out.records, out.ends, out.times, now=time.monotonic())
+        return [self._seal(batch) for batch in batches]
+
+    def _seal(self, batch: Batch) -> SpoolEntry:
+        """Encode, compress and durably spool one batch. Runs in a thread."""
+        body = batch.body()
+        compressed = zstandard.ZstdCompressor(level=self.settings.sink.compression_level).compress(
+            body
+        )
+        fingerprint = batch.fingerprint
+        return self.spool.seal(
+            key=object_key(
+                prefix=self.settings.sink.prefix,
+                source=batch.source,
+                fingerprint_id=fingerprint.id,
+                start=batch.start,
+                end=batch.end,
+                first_time=batch.first_time,
+            ),
+            source=batch.source,
+            segments=[Segment(fingerprint, batch.path, batch.start, batch.end, batch.lines)],
+            records=len(batch.records),
+            body=compressed,
+            body_sha256=hashlib.sha256(body).hexdigest(),
+            uncompressed_bytes=len(body),
+            codec="zstd",
+            first_time=batch.first_time,
+        )
+
+    def _accept(self, entries: list[SpoolEntry]) -> None:
+        """Entries are durable: advance their files' checkpoints and queue the uploads."""
+        assert self.uploader is not None
+        for entry in entries:
+            for segment in entry.segments:
+                fid = segment.fingerprint.id
+                checkpoint = self.known.get(fid)
+                if checkpoint is None:
+                    self.known[fid] = Checkpoint(
+                        segment.fingerprint, entry.source, segment.path, segment.end
+                    )
+                else:
+                    checkpoint.offset = max(checkpoint.offset, segment.end)
+                    checkpoint.path = segment.path
+            self._checkpoints_dirty = True
+            self.uploader.submit(entry)
+
+    async def _seal_aged(self) -> None:
+        now = time.monotonic()
+        for active in list(self.active.values()):
+            if active.batcher.due(now):
+                await self._flush(active)
+
+    async def _flush(self, active: ActiveFile) -> None:
+        batch = active.batcher.flush()
+        if batch is not None:
+            self._accept([await asyncio.to_thread(self._seal, batch)])
+
+    async def _seal_all_open(self) -> None:
+        for active in list(self.active.values()):
+            try:
+                await self._flush(active)
+            except OSError as exc:
+                log.error(
+                    "could not seal an open batch at shutdown; its lines will be read again",
+                    extra={"path": active.tailer.path, "error": str(exc)},
+                )
+            active.tailer.close()
+        self.active.clear()
+
+    async def _finish_rotated(self) -> None:
+        """Close files rotated away once they have been quiet for ``rotate_wait_secs``."""
+        now = time.monotonic()
+        for inode, active in list(self.active.items()):
+            tailer = active.tailer
+            wait = self.settings.sources[tailer.source].rotate_wait_secs
+            if not (tailer.rotated and active.at_eof and now - tailer.last_growth >= wait):
+                continue
+            partial = tailer.take_partial()
+            if partial is not None:
+                self._accept(await asyncio.to_thread(self._process, active, partial))
+            await self._flush(active)
+            tailer.close()
+            del self.active[inode]
+            log.info(
+                "finished rotated file",
+                extra={"path": tailer.path, "fingerprint": tailer.fingerprint.id},
+            )
+
+    # ---------------------------------------------------------------- discovery
+
+    async def _scan(self, *, initial: bool) -> None:
+        found = await asyncio.to_thread(discover, self.settings.sources)
+        by_inode: dict[InodeKey, list[Checkpoint]] = defaultdict(list)
+        for checkpoint in self.known.values():
+            fp = checkpoint.fingerprint
+            by_inode[(fp.dev, fp.ino)].append(checkpoint)
+        results = await asyncio.to_thread(self._identify_all, found, by_inode)
+        seen: set[InodeKey] = set()
+        for source, path, inode, identified in results:
+            seen.add(inode)
+            active = self.active.get(inode)
+            if active is not None:
+                if active.tailer.path != path:
+                    log.info("file renamed", extra={"from": active.tailer.path, "to": path})
+                    active.tailer.path = active.batcher.path = path
+                active.tailer.rotated = False
+            elif identified is not None:
+                self._open(source, path, inode, identified, initial=initial)
+        for inode, active in self.active.items():
+            if inode not in seen and not active.tailer.rotated:
+                active.tailer.rotated = True
+                log.info(
+                    "file rotated away; reading it to its end", extra={"path": active.tailer.path}
+                )
+
+    def _identify_all(
+        self,
+        found: list[tuple[str, str]],
+        by_inode: dict[InodeKey, list[Checkpoint]],
+    ) -> list[tuple[str, str, InodeKey, Identified | None]]:
+        """Runs in a thread: stat every path, open and fingerprint the ones not being tailed."""
+        results: list[tuple[str, str, InodeKey, Identified | None]] = []
+        for source, path in found:
+            try:
+                st = os.stat(path)
+                inode = (st.st_dev, st.st_ino)
+                identified = None
+                if inode not in self.active:
+                    identified = identify(
+                        path,
+                        fingerprint_bytes=self.settings.sources[source].fingerprint_bytes,
+                        candidates=by_inode,
+                    )
+                    if identified is None and path not in self._unidentified:
+                        self._unidentified.add(path)
+                        log.debug("waiting for a complete first line", extra={"path": path})
+                    elif identified is not None and identified.fingerprint.ino != inode[1]:
+                        # Replaced between stat and open: take the next scan's word for it.
+                        os.close(identified.fd)
+                        continue
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("cannot open log file", extra={"path": path, "error": str(exc)})
+                continue
+            results.append((source, path, inode, identified))
+        return results
+
+    def _open(
+        self, source: str, path: str, inode: InodeKey, found: Identified, *, initial: bool
+    ) -> None:
+        settings = self.settings.sources[source]
+        if found.known is not None:
+            offset = found.known.offset
+            source = found.known.source
+            if offset > found.size:
+                log.warning(
+                    "file is shorter than its checkpoint; waiting for it to grow past it",
+                    extra={"path": path, "size": found.size, "offset": offset},
+                )
+        elif initial and settings.read_from == "end":
+            offset = end_of_last_line(found.fd, found.size)
+        else:
+            # A file that appears while running is read whole: it is usually the new
+            # file of a rotation, and its first lines are as precious as any.
+            offset = 0
+        self._unidentified.discard(path)
+        tailer = FileTailer(
+            source=source,
+            path=path,
+            fd=found.fd,
+            fingerprint=found.fingerprint,
+            offset=offset,
+            chunk_bytes=settings.read_chunk_bytes,
+        )
+        batcher = Batcher(
+            self.limits,
+            source=source,
+            fingerprint=found.fingerprint,
+            path=path,
+            position=offset,
+        )
+        self.active[inode] = ActiveFile(tailer, batcher, inode)
+        log.info(
+            "tailing file",
+            extra={"path": path, "fingerprint": found.fingerprint.id, "offset": offset},
+        )
+
+    async def _watch(self) -> None:
+        """Change events wake the reader at once; the periodic rescan stays the safety net."""
+        roots = watch_roots(self.settings.sources)
+        if not roots:
+            return
+        try:
+            async for _ in watchfiles.awatch(
+                *roots,
+                watch_filter=None,
+                debounce=100,
+                step=20,
+                stop_event=self._stopping,
+                recursive=False,
+            ):
+                self._rescan = True
+                self._wake.set()
+        except Exception as exc:
+            log.warning("file change events unavailable; polling only", extra={"error": str(exc)})
+
+    # -------------------------------------------------------------- checkpoints
+
+    async def _persist_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL_SECS)
+            if self._checkpoints_dirty:
+                await self._persist_checkpoints()
+
+    async def _persist_checkpoints(self) -> None:
+        # The snapshot is taken on the event loop, where checkpoints change.
+        self._checkpoints_dirty = False
+        snapshot = {
+            fid: Checkpoint(c.fingerprint, c.source, c.path, c.offset)
+            for fid, c in self.known.items()
+        }
+        try:
+            await asyncio.to_thread(self.checkpoint_store.save, snapshot)
+        except OSError as exc:
+            self._checkpoints_dirty = True
+            log.error("could not write checkpoints", extra={"error": str(exc)})

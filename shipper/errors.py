@@ -1,0 +1,53 @@
+"""Typed errors raised by the library. Only ``shipper.cli`` turns them into exit codes."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ConfigProblem",
+    "ShipperError",
+    "SinkError",
+    "SpoolCorruptError",
+    "StateError",
+]
+
+from dataclasses import dataclass
+
+
+class ShipperError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with a config file, located by its dotted key path."""
+
+    key_path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key_path}: {self.message}" if self.key_path else self.message
+
+
+class ConfigError(ShipperError):
+    """The config could not be read or is invalid; carries every problem found."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class StateError(ShipperError):
+    """The state directory (checkpoints, spool, ledger) cannot be used."""
+
+
+class SpoolCorruptError(ShipperError):
+    """A spool entry failed its checks; it is discarded, never uploaded."""
+
+
+class SinkError(ShipperError):
+    """A store rejected or failed a write. ``retriable`` says whether trying again may help."""
+
+    def __init__(self, message: str, *, retriable: bool = True) -> None:
+        super().__init__(message)
+        self.retriable = retriable

@@ -1,0 +1,42 @@
+"""The daemon's own logs: JSON lines on stderr, for journald and ``kubectl logs``."""
+
+from __future__ import annotations
+
+__all__ = ["setup_logging"]
+
+import logging
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+# Attributes every LogRecord has; anything else came in through ``extra=`` and is a field.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
+
+
+class JsonLineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and key not in data:
+                data[key] = value
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(data, default=str).decode()
+
+
+def setup_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLineFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # boto's debug chatter would bury our lines and can echo request details.
+    for noisy in ("botocore", "boto3", "urllib3", "watchfiles"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,116 @@
+"""The checkpoint store: where each known file resumes, written atomically and versioned.
+
+Written to a temp file, fsynced, and renamed over the current one, whose
+previous generation is kept as ``.1``: a damaged current file falls back to
+it instead of restarting every file from byte 0.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CHECKPOINT_FORMAT_VERSION", "Checkpoint", "CheckpointStore"]
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from shipper.fsutil import fsync_dir, write_synced
+from shipper.sources.fingerprint import Fingerprint
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT_VERSION = 1
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    fingerprint: Fingerprint
+    source: str
+    path: str
+    #: Every byte before this offset is sealed in the spool or delivered.
+    offset: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint.to_json(),
+            "source": self.source,
+            "path": self.path,
+            "offset": self.offset,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Checkpoint:
+        return cls(
+            fingerprint=Fingerprint.from_json(data["fingerprint"]),
+            source=str(data["source"]),
+            path=str(data["path"]),
+            offset=int(data["offset"]),
+        )
+
+
+class CheckpointStore:
+    """Owns ``state_dir/checkpoints.json`` and its backup generation ``checkpoints.json.1``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.backup = path.with_name(path.name + ".1")
+
+    def load(self) -> dict[str, Checkpoint]:
+        """Checkpoints by fingerprint id; falls back to the backup generation, loudly."""
+        problems: list[str] = []
+        for candidate in (self.path, self.backup):
+            if not candidate.exists():
+                continue
+            try:
+                loaded = _decode(candidate.read_bytes())
+            except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                problems.append(f"{candidate}: {exc}")
+                log.error(
+                    "checkpoint file unreadable", extra={"path": str(candidate), "reason": str(exc)}
+                )
+                continue
+            if candidate is self.backup:
+                log.error("using the backup checkpoint generation", extra={"path": str(candidate)})
+            return loaded
+        if problems:
+            # Both generations damaged. The spool and the ledger still hold the end of
+            # every sealed range, so resuming from them loses and repeats nothing; set the
+            # damaged files aside for inspection rather than refusing to start.
+            for candidate in (self.path, self.backup):
+                if candidate.exists():
+                    candidate.replace(candidate.with_name(candidate.name + ".corrupt"))
+            log.error(
+                "no readable checkpoint generation; resuming from the spool and the ledger",
+                extra={"problems": problems},
+            )
+        return {}
+
+    def save(self, checkpoints: dict[str, Checkpoint]) -> None:
+        data = orjson.dumps(
+            {
+                "version": CHECKPOINT_FORMAT_VERSION,
+                "checkpoints": [c.to_json() for c in checkpoints.values()],
+            }
+        )
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        write_synced(tmp, data)
+        if self.path.exists():
+            os.replace(self.path, self.backup)
+        os.replace(tmp, self.path)
+        fsync_dir(self.path.parent)
+
+
+def _decode(data: bytes) -> dict[str, Checkpoint]:
+    doc = orjson.loads(data)
+    if not isinstance(doc, dict):
+        raise ValueError(f"expected a JSON object, got {type(doc).__name__}")
+    if doc.get("version") != CHECKPOINT_FORMAT_VERSION:
+        raise ValueError(f"unsupported checkpoint format version {doc.get('version')!r}")
+    result: dict[str, Checkpoint] = {}
+    for item in doc["checkpoints"]:
+        checkpoint = Checkpoint.from_json(item)
+        result[checkpoint.fingerprint.id] = checkpoint
+    return result

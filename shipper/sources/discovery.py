@@ -1,0 +1,54 @@
+"""Finds the files the sources' include/exclude globs select, and the directories to watch."""
+
+from __future__ import annotations
+
+__all__ = ["discover", "is_excluded", "watch_roots"]
+
+import glob
+import os
+from collections.abc import Iterable, Mapping
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from shipper.config import SourceSettings
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def is_excluded(path: str, exclude: Iterable[str]) -> bool:
+    """Patterns with a ``/`` match the whole path; others match the file name alone (``*.gz``)."""
+    name = os.path.basename(path)
+    return any(fnmatchcase(path if "/" in p else name, p) for p in exclude)
+
+
+def discover(sources: Mapping[str, SourceSettings]) -> list[tuple[str, str]]:
+    """``(source name, path)`` for every regular file selected; the first source (by name) wins."""
+    found: dict[str, str] = {}
+    for name in sorted(sources):
+        source = sources[name]
+        for pattern in source.include:
+            for path in sorted(glob.glob(pattern, recursive=True)):
+                if path in found or is_excluded(path, source.exclude):
+                    continue
+                if os.path.isfile(path):
+                    found[path] = name
+    return [(source, path) for path, source in found.items()]
+
+
+def watch_roots(sources: Mapping[str, SourceSettings]) -> list[Path]:
+    """The existing directories above every include glob, for change events."""
+    roots: set[Path] = set()
+    for source in sources.values():
+        for pattern in source.include:
+            parts = Path(pattern).parts
+            fixed = []
+            for part in parts[:-1]:
+                if _GLOB_CHARS & set(part):
+                    break
+                fixed.append(part)
+            root = Path(*fixed) if fixed else Path()
+            if root.is_dir():
+                roots.add(root)
+    # A root inside another is covered by the outer one's events only when recursive;
+    # keep them all, watchfiles de-duplicates nothing but the cost is small.
+    return sorted(roots)

@@ -1,0 +1,76 @@
+"""Opens a discovered path and decides which file it is: a known one, or a new one."""
+
+from __future__ import annotations
+
+__all__ = ["Identified", "end_of_last_line", "identify"]
+
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from shipper.sources.checkpoints import Checkpoint
+from shipper.sources.fingerprint import Fingerprint, head_of
+
+
+@dataclass(slots=True)
+class Identified:
+    fd: int
+    fingerprint: Fingerprint
+    #: The checkpoint it resumes from, or None for a never-seen file.
+    known: Checkpoint | None
+    size: int
+
+
+def identify(
+    path: str,
+    *,
+    fingerprint_bytes: int,
+    candidates: Mapping[tuple[int, int], Sequence[Checkpoint]],
+) -> Identified | None:
+    """Open ``path`` and match it against known files on the same device and inode.
+
+    A known file matches only if its first bytes still hash the same: a reused
+    inode or a truncated-and-rewritten file is a new file, never seeked into.
+    Returns None (nothing held open) while the file's head is still incomplete.
+    Raises OSError when the file cannot be opened (vanished, permissions).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        same_inode = candidates.get((st.st_dev, st.st_ino), ())
+        longest = max([fingerprint_bytes, *(c.fingerprint.head_len for c in same_inode)])
+        head = os.pread(fd, longest, 0)
+        for checkpoint in same_inode:
+            if checkpoint.fingerprint.matches_head(head):
+                return Identified(fd, checkpoint.fingerprint, checkpoint, st.st_size)
+        identifying = head_of(head, fingerprint_bytes)
+        if identifying is None:
+            os.close(fd)
+            return None
+        fingerprint = Fingerprint(
+            dev=st.st_dev,
+            ino=st.st_ino,
+            head_len=len(identifying),
+            head_sha256=hashlib.sha256(identifying).hexdigest(),
+        )
+        return Identified(fd, fingerprint, None, st.st_size)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def end_of_last_line(fd: int, size: int, block: int = 65536) -> int:
+    """The offset just past the last newline before ``size`` (0 if there is none).
+
+    ``read_from = "end"`` starts there, so a line being written is read whole.
+    """
+    pos = size
+    while pos > 0:
+        start = max(0, pos - block)
+        data = os.pread(fd, pos - start, start)
+        newline = data.rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        pos = start
+    return 0

@@ -1,0 +1,179 @@
+"""Uploads sealed spool entries, retrying without a count limit, and records each delivery.
+
+The bound on retries is the spool's size, not a counter: data is never dropped
+for having failed too often. A delivery is final only once the ledger says so;
+then the spool entry is deleted. A crash anywhere in between re-sends the same
+bytes to the same key, and the store's 412 makes that a no-op.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Backoff", "Uploader"]
+
+import asyncio
+import logging
+import random
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from shipper.errors import SinkError, SpoolCorruptError
+from shipper.ledger import Ledger
+from shipper.sinks.base import ObjectToPut, PutOutcome, Sink
+from shipper.spool import Spool, SpoolEntry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with full jitter: a random delay in ``[0, min(cap, base * 2**n))``."""
+
+    base_secs: float = 0.2
+    cap_secs: float = 30.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0.0, min(self.cap_secs, self.base_secs * 2 ** min(attempt, 30)))
+
+
+def object_metadata(entry: SpoolEntry, host: str) -> dict[str, str]:
+    """Provenance carried by every object; S3 metadata is ASCII, so the path is %-encoded."""
+    first = entry.segments[0]
+    return {
+        "shipper-source": entry.source,
+        "shipper-host": host,
+        "shipper-path": urllib.parse.quote(first.path),
+        "shipper-fingerprint": first.fingerprint.id,
+        "shipper-start": str(first.start),
+        "shipper-end": str(first.end),
+        "shipper-lines": str(entry.lines),
+        "shipper-records": str(entry.records),
+        "shipper-sha256": entry.body_sha256,
+    }
+
+
+class Uploader:
+    def __init__(
+        self,
+        *,
+        sink: Sink,
+        spool: Spool,
+        ledger: Ledger,
+        host: str,
+        concurrency: int,
+        on_space_freed: Callable[[], None],
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.sink = sink
+        self.spool = spool
+        self.ledger = ledger
+        self.host = host
+        self.concurrency = concurrency
+        self.on_space_freed = on_space_freed
+        self.backoff = backoff or Backoff()
+        self.counters: Counter[str] = Counter()
+        self.last_success: float | None = None
+        self._queue: asyncio.Queue[SpoolEntry] = asyncio.Queue()
+        self._workers: list[asyncio.Task[None]] = []
+        # Its own threads, so a store that hangs cannot starve the file reads.
+        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="upload")
+        self._ledger_lock = threading.Lock()
+        self._rng = random.Random()
+        self._last_error_log = 0.0
+
+    def submit(self, entry: SpoolEntry) -> None:
+        """Queue a sealed entry. The queue holds handles only; the spool bounds their number."""
+        self._queue.put_nowait(entry)
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"upload-{i}") for i in range(self.concurrency)
+        ]
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every submitted entry is delivered, or ``timeout`` passes."""
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        # A put still running in a thread finishes on its own; its entry stays in the
+        # spool and is re-sent (and answered with a 412) on the next start.
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            entry = await self._queue.get()
+            try:
+                await self._deliver(loop, entry)
+            finally:
+                self._queue.task_done()
+
+    async def _deliver(self, loop: asyncio.AbstractEventLoop, entry: SpoolEntry) -> None:
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                outcome = await loop.run_in_executor(self._executor, self._put, entry)
+                break
+            except SpoolCorruptError as exc:
+                await loop.run_in_executor(self._executor, self.spool.set_aside, entry, str(exc))
+                self.counters["spool_corrupt"] += 1
+                self.on_space_freed()
+                return
+            except SinkError as exc:
+                attempt += 1
+                self.counters["retries_retriable" if exc.retriable else "retries_permanent"] += 1
+                self._log_failure(entry, exc, attempt)
+                await asyncio.sleep(self.backoff.delay(attempt, self._rng))
+        log.debug(
+            "delivered",
+            extra={"key": entry.key, "outcome": outcome.value, "secs": time.monotonic() - started},
+        )
+        await loop.run_in_executor(self._executor, self._record, entry, outcome)
+        self.counters[f"objects_{outcome.value}"] += 1
+        self.counters["bytes_uploaded"] += entry.size
+        self.last_success = time.time()
+        self.on_space_freed()
+
+    def _put(self, entry: SpoolEntry) -> PutOutcome:
+        body = self.spool.read_body(entry)
+        return self.sink.put(
+            ObjectToPut(key=entry.key, body=body, metadata=object_metadata(entry, self.host))
+        )
+
+    def _record(self, entry: SpoolEntry, outcome: PutOutcome) -> None:
+        with self._ledger_lock:
+            self.ledger.append(entry, outcome=outcome.value)
+        self.spool.remove(entry)
+
+    def _log_failure(self, entry: SpoolEntry, exc: SinkError, attempt: int) -> None:
+        # One line per ten seconds at most, whatever the number of failing workers.
+        now = time.monotonic()
+        if now - self._last_error_log < 10.0:
+            return
+        self._last_error_log = now
+        log.warning(
+            "upload failed; retrying",
+            extra={
+                "key": entry.key,
+                "attempt": attempt,
+                "retriable": exc.retriable,
+                "error": str(exc),
+                "backlog": self.backlog,
+            },
+        )

@@ -1,0 +1,388 @@
+"""Config loading: every problem is reported at once, with a message an operator can act on."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shipper.config import (
+    CONFIG_ENV_VAR,
+    DEFAULT_CONFIG_PATH,
+    BatchSettings,
+    EnrichSettings,
+    HealthSettings,
+    Settings,
+    SpoolSettings,
+    find_config_path,
+    load_config,
+    parse_config,
+)
+from shipper.errors import ConfigError
+from shipper.units import KiB, MiB
+
+BASE = Path("/etc/shipper")
+DELETE = object()
+
+FULL_CONFIG = """\
+state_dir = "/var/lib/shipper"
+[sources.app]
+include = ["/var/log/app/*.log"]
+exclude = []
+read_from = "beginning"
+[enrich]
+fields = { service = "orchestrator" }
+[batch]
+max_bytes = "8MiB"
+max_records = 100000
+max_age_secs = 5
+[sink]
+type = "s3"
+path = "./shipped"
+bucket = "logs"
+prefix = "app"
+endpoint_url = "http://127.0.0.1:8333"
+region = "us-east-1"
+[health]
+listen = "127.0.0.1:8686"
+"""
+
+
+def minimal() -> dict[str, Any]:
+    return {
+        "sources": {"app": {"include": ["/var/log/app/*.log"]}},
+        "sink": {"type": "directory", "path": "/srv/shipped"},
+    }
+
+
+def config_with(changes: dict[str, Any]) -> dict[str, Any]:
+    """A minimal config with dotted keys set (or removed with DELETE)."""
+    data = copy.deepcopy(minimal())
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        table = data
+        for part in parents:
+            table = table.setdefault(part, {})
+        if value is DELETE:
+            del table[last]
+        else:
+            table[last] = value
+    return data
+
+
+def parse(data: dict[str, Any], environ: dict[str, str] | None = None) -> Settings:
+    return parse_config(data, base_dir=BASE, environ=environ or {})
+
+
+def problems(data: dict[str, Any], environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as excinfo:
+        parse(data, environ)
+    return [str(p) for p in excinfo.value.problems]
+
+
+BAD_CONFIGS: list[tuple[dict[str, Any], str]] = [
+    ({"sink.type": "ftp"}, 'sink.type: must be one of "s3", "directory", got "ftp"'),
+    ({"sink.type": "s3"}, 'sink.bucket: required when sink.type = "s3"'),
+    ({"sink.path": DELETE}, 'sink.path: required when sink.type = "directory"'),
+    ({"sink.type": DELETE}, "sink.type: required"),
+    ({"sink": DELETE}, "sink: required"),
+    ({"sink": "s3"}, "sink: expected a table, got string"),
+    ({"sink.buckt": "logs"}, 'sink.buckt: unknown key (did you mean "bucket"?)'),
+    ({"zzz": 1}, "zzz: unknown key"),
+    ({"sources.app.inclde": ["x"]}, 'sources.app.inclde: unknown key (did you mean "include"?)'),
+    ({"batch.max_records": "5"}, "batch.max_records: expected an integer, got string"),
+    ({"batch.max_records": True}, "batch.max_records: expected an integer, got boolean"),
+    ({"batch.max_records": 0}, "batch.max_records: must be at least 1, got 0"),
+    ({"batch.max_bytes": "8XB"}, 'batch.max_bytes: invalid size "8XB": unknown unit "XB" '
+     "(use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)"),
+    ({"batch.max_bytes": "2GiB"}, "batch.max_bytes: must be between 1.0KiB and 1.0GiB, got 2.0GiB"),
+    ({"batch.max_bytes": 1.5}, 'batch.max_bytes: expected a size (bytes, or a string like "8MiB"), '
+     "got float"),
+    ({"batch.max_age_secs": 0}, "batch.max_age_secs: must be greater than 0, got 0"),
+    ({"batch.max_age_secs": 4000}, "batch.max_age_secs: must be at most 3600, got 4000"),
+    ({"batch.max_age_secs": "5s"}, "batch.max_age_secs: expected a number of seconds, got string"),
+    ({"batch.max_age_secs": math.nan}, "batch.max_age_secs: must be a finite number, got nan"),
+    ({"poll_interval_secs": True}, "poll_interval_secs: expected a number of seconds, got boolean"),
+    ({"shutdown_timeout_secs": -1}, "shutdown_timeout_secs: must be at least 0, got -1"),
+    ({"spool.max_bytes": "1MiB"}, "spool.max_bytes: must be at least batch.max_bytes (8.0MiB)"),
+    ({"sources": DELETE}, "sources: required"),
+    ({"sources": {}}, "sources: must define at least one source, e.g. [sources.app]"),
+    ({"sources.app": "x"}, "sources.app: expected a table, got string"),
+    ({"sources.app.include": DELETE}, "sources.app.include: required"),
+    ({"sources.app.include": []}, "sources.app.include: must not be empty"),
+    ({"sources.app.include": "/var/log/*.log"},
+     "sources.app.include: expected an array of strings, got string"),
+    ({"sources.app.include": ["/a", 3]}, "sources.app.include[1]: expected a string, got integer"),
+    ({"sources.app.exclude": [""]}, "sources.app.exclude[0]: must not be empty"),
+    ({"sources.app.read_from": "middle"},
+     'sources.app.read_from: must be one of "beginning", "end", got "middle"'),
+    ({"sources.app.fingerprint_bytes": 8},
+     "sources.app.fingerprint_bytes: must be between 16B and 64.0KiB, got 8B"),
+    ({"sources.app.read_chunk_bytes": "1KiB"},
+     "sources.app.read_chunk_bytes: must be between 4.0KiB and 64.0MiB, got 1.0KiB"),
+    ({"sources.app.rotate_wait_secs": 0},
+     "sources.app.rotate_wait_secs: must be greater than 0, got 0"),
+    ({"sink.type": "s3", "sink.bucket": "Logs_Bucket"},
+     'sink.bucket: invalid bucket name "Logs_Bucket": use 3-63 lowercase letters, digits, dots '
+     "and hyphens, starting and ending with a letter or digit"),
+    ({"sink.type": "s3", "sink.bucket": "ab"},
+     'sink.bucket: invalid bucket name "ab": use 3-63 lowercase letters, digits, dots '
+     "and hyphens, starting and ending with a letter or digit"),
+    ({"sink.type": "s3", "sink.bucket": "my..logs"},
+     'sink.bucket: invalid bucket name "my..logs": must not contain ".."'),
+    ({"sink.type": "s3", "sink.bucket": "192.168.1.1"},
+     'sink.bucket: invalid bucket name "192.168.1.1": must not look like an IP address'),
+    ({"sink.prefix": "a//b"}, 'sink.prefix: must not contain "//" or ".." segments, got "a//b"'),
+    ({"sink.prefix": "/a/../b/"},
+     'sink.prefix: must not contain "//" or ".." segments, got "a/../b"'),
+    ({"sink.endpoint_url": "ftp://x"},
+     'sink.endpoint_url: must be an http:// or https:// URL with a host, got "ftp://x"'),
+    ({"sink.endpoint_url": "http://"},
+     'sink.endpoint_url: must be an http:// or https:// URL with a host, got "http://"'),
+    ({"sink.compression_level": 23}, "sink.compression_level: must be between 1 and 22, got 23"),
+    ({"sink.upload_concurrency": 0}, "sink.upload_concurrency: must be between 1 and 64, got 0"),
+    ({"sink.region": ""}, "sink.region: must not be empty"),
+    ({"health.listen": "nonsense"}, 'health.listen: expected "host:port", got "nonsense"'),
+    ({"health.listen": "::1:8686"}, 'health.listen: expected "host:port", got "::1:8686"'),
+    ({"health.listen": "0.0.0.0:70000"},
+     "health.listen: port must be between 0 and 65535, got 70000"),
+    ({"enrich.collision_prefix": ""}, "enrich.collision_prefix: must not be empty"),
+    ({"enrich.host": "yes"}, "enrich.host: expected a boolean, got string"),
+    ({"enrich.fields": {"tags": ["a"]}},
+     "enrich.fields.tags: expected a string, number or boolean, got array"),
+    ({"state_dir": 5}, "state_dir: expected a string, got integer"),
+    ({"sources": {"my app": {"include": ["/x"]}}},
+     "sources.my app: source name must match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ "
+     "(it is used in object keys)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("changes", "message"), BAD_CONFIGS, ids=[m for _, m in BAD_CONFIGS])
+def test_bad_config_reports_exact_problem(changes: dict[str, Any], message: str) -> None:
+    assert problems(config_with(changes)) == [message]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    data = config_with(
+        {
+            "sink.type": "s3",
+            "sink.path": DELETE,
+            "sink.buckt": "logs",
+            "batch.max_records": "many",
+            "sources.app.include": ["/a", 7],
+            "health.listen": "nonsense",
+        }
+    )
+    assert problems(data) == [
+        "sources.app.include[1]: expected a string, got integer",
+        "batch.max_records: expected an integer, got string",
+        'sink.buckt: unknown key (did you mean "bucket"?)',
+        'sink.bucket: required when sink.type = "s3"',
+        'health.listen: expected "host:port", got "nonsense"',
+    ]
+
+
+def test_full_config_file_with_every_contract_key(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(FULL_CONFIG)
+    settings = load_config(path, environ={})
+    assert settings.config_path == path
+    assert settings.state_dir == Path("/var/lib/shipper")
+    source = settings.sources["app"]
+    assert source.name == "app"
+    assert source.include == ("/var/log/app/*.log",)
+    assert source.exclude == ()
+    assert source.read_from == "beginning"
+    assert settings.enrich.fields == {"service": "orchestrator"}
+    assert settings.batch == BatchSettings(max_bytes=8 * MiB, max_records=100_000, max_age_secs=5.0)
+    sink = settings.sink
+    assert sink.type == "s3"
+    assert sink.path == tmp_path / "shipped"
+    assert sink.bucket == "logs"
+    assert sink.prefix == "app"
+    assert sink.endpoint_url == "http://127.0.0.1:8333"
+    assert sink.region == "us-east-1"
+    assert settings.health == HealthSettings(listen="127.0.0.1:8686", host="127.0.0.1", port=8686)
+
+
+def test_defaults() -> None:
+    settings = parse(minimal())
+    assert settings.state_dir == Path("/var/lib/shipper")
+    assert settings.enrich == EnrichSettings()
+    assert settings.enrich.host is True
+    assert settings.enrich.collision_prefix == "shipper_"
+    assert settings.batch == BatchSettings(max_bytes=8 * MiB, max_records=100_000, max_age_secs=5.0)
+    assert settings.spool == SpoolSettings(max_bytes=256 * MiB)
+    assert settings.health == HealthSettings()
+    assert settings.poll_interval_secs == 1.0
+    assert settings.shutdown_timeout_secs == 30.0
+    assert settings.config_path is None
+    source = settings.sources["app"]
+    assert (source.fingerprint_bytes, source.read_chunk_bytes) == (256, MiB)
+    assert (source.rotate_wait_secs, source.read_from) == (5.0, "beginning")
+    sink = settings.sink
+    assert (sink.compression_level, sink.upload_concurrency, sink.prefix) == (3, 4, "")
+    assert sink.bucket is sink.endpoint_url is sink.region is sink.storage_class is None
+
+
+def test_accepted_value_forms() -> None:
+    settings = parse(
+        config_with(
+            {
+                "sources.app.fingerprint_bytes": "1KiB",
+                "sources.app.read_from": "end",
+                "sink.prefix": "/logs/app/",
+                "enrich.fields": {"env": "prod", "shard": 3, "weight": 0.5, "canary": False},
+                "health.listen": "[::1]:0",
+                "shutdown_timeout_secs": 0,
+                "poll_interval_secs": 0.25,
+            }
+        )
+    )
+    assert settings.sources["app"].fingerprint_bytes == KiB
+    assert settings.sources["app"].read_from == "end"
+    assert settings.sink.prefix == "logs/app"
+    assert settings.enrich.fields == {"env": "prod", "shard": 3, "weight": 0.5, "canary": False}
+    assert (settings.health.host, settings.health.port) == ("::1", 0)
+    assert settings.shutdown_timeout_secs == 0.0
+    assert settings.poll_interval_secs == 0.25
+
+
+def test_settings_are_immutable() -> None:
+    settings = parse(minimal())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.state_dir = Path("/tmp")  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        settings.sources["other"] = settings.sources["app"]  # type: ignore[index]
+
+
+def test_relative_paths_resolve_against_config_directory() -> None:
+    settings = parse(
+        config_with(
+            {
+                "state_dir": "state",
+                "sink.path": "./shipped",
+                "sources.app.include": ["logs/*.log", "/abs/*.log"],
+                "sources.app.exclude": ["*.gz", "logs/old/*.log", "/abs/skip.log"],
+            }
+        )
+    )
+    assert settings.state_dir == BASE / "state"
+    assert settings.sink.path == BASE / "shipped"
+    assert settings.sources["app"].include == ("/etc/shipper/logs/*.log", "/abs/*.log")
+    assert settings.sources["app"].exclude == (
+        "*.gz",
+        "/etc/shipper/logs/old/*.log",
+        "/abs/skip.log",
+    )
+
+
+def test_load_config_resolves_against_absolute_config_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "shipper.toml").write_text(
+        'state_dir = "state"\n[sources.app]\ninclude = ["*.log"]\n'
+        '[sink]\ntype = "directory"\npath = "out"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    settings = load_config(Path("etc/shipper.toml"), environ={})
+    assert settings.state_dir == tmp_path / "etc" / "state"
+    assert settings.sink.path == tmp_path / "etc" / "out"
+    assert settings.sources["app"].include == (str(tmp_path / "etc" / "*.log"),)
+
+
+class TestInterpolation:
+    def test_set_variable(self) -> None:
+        settings = parse(config_with({"sink.path": "${OUT}/logs"}), {"OUT": "/data"})
+        assert settings.sink.path == Path("/data/logs")
+
+    def test_default_when_unset_or_empty(self) -> None:
+        data = config_with({"sink.region": "${REGION:-us-east-1}", "sink.prefix": "${P:-app}"})
+        settings = parse(data, {"P": ""})
+        assert (settings.sink.region, settings.sink.prefix) == ("us-east-1", "app")
+
+    def test_set_variable_beats_default(self) -> None:
+        settings = parse(config_with({"sink.region": "${REGION:-us-east-1}"}), {"REGION": "eu"})
+        assert settings.sink.region == "eu"
+
+    def test_missing_variable_names_key_path_including_list_index(self) -> None:
+        data = config_with({"sources.app.include": ["/ok/*.log", "${LOG_DIR}/*.log"]})
+        assert problems(data) == ["sources.app.include[1]: environment variable LOG_DIR is not set"]
+
+    def test_inside_nested_tables(self) -> None:
+        data = config_with({"enrich.fields": {"service": "${SERVICE}", "env": "${ENV:-dev}"}})
+        settings = parse(data, {"SERVICE": "api"})
+        assert settings.enrich.fields == {"service": "api", "env": "dev"}
+
+    def test_double_dollar_is_a_literal_dollar(self) -> None:
+        data = config_with({"enrich.fields": {"a": "cost$$5", "b": "$${HOME}", "c": "$plain"}})
+        settings = parse(data, {"HOME": "/root"})
+        assert settings.enrich.fields == {"a": "cost$5", "b": "${HOME}", "c": "$plain"}
+
+    def test_malformed_reference(self) -> None:
+        data = config_with({"sink.path": "/srv/${oops"})
+        assert problems(data) == [
+            'sink.path: malformed "${" at character 6: expected ${VAR} or ${VAR:-default} '
+            "(write $$ for a literal $)"
+        ]
+
+    def test_keys_are_not_interpolated(self) -> None:
+        data = config_with({"sink.${KEY}": "x"})
+        assert problems(data, {"KEY": "bucket"}) == ["sink.${KEY}: unknown key"]
+
+    def test_load_config_uses_os_environ_by_default(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        path = tmp_path / "config.toml"
+        path.write_text(
+            '[sources.app]\ninclude = ["/x"]\n[sink]\ntype = "directory"\npath = "${SHIP_OUT}"\n'
+        )
+        monkeypatch.setenv("SHIP_OUT", "/srv/out")
+        assert load_config(path).sink.path == Path("/srv/out")
+
+
+class TestLoadConfigFileErrors:
+    def test_missing_file(self, tmp_path: Path) -> None:
+        path = tmp_path / "absent.toml"
+        with pytest.raises(ConfigError) as excinfo:
+            load_config(path, environ={})
+        assert [str(p) for p in excinfo.value.problems] == [
+            f"{path}: cannot read config file: No such file or directory"
+        ]
+
+    def test_toml_syntax_error_names_file_and_line(self, tmp_path: Path) -> None:
+        path = tmp_path / "config.toml"
+        path.write_text('[sink]\ntype = "s3\n')
+        with pytest.raises(ConfigError) as excinfo:
+            load_config(path, environ={})
+        (problem,) = excinfo.value.problems
+        assert str(problem).startswith(f"{path}: invalid TOML: ")
+        assert "line 2" in str(problem)
+
+    def test_invalid_utf8(self, tmp_path: Path) -> None:
+        path = tmp_path / "config.toml"
+        path.write_bytes(b'state_dir = "\xff"\n')
+        with pytest.raises(ConfigError) as excinfo:
+            load_config(path, environ={})
+        (problem,) = excinfo.value.problems
+        assert str(problem).startswith(f"{path}: ")
+
+
+class TestFindConfigPath:
+    def test_cli_value_wins(self) -> None:
+        assert find_config_path("/a.toml", {CONFIG_ENV_VAR: "/b.toml"}) == Path("/a.toml")
+
+    def test_environment_variable_next(self) -> None:
+        assert find_config_path(None, {CONFIG_ENV_VAR: "/b.toml"}) == Path("/b.toml")
+
+    def test_default_last(self) -> None:
+        assert find_config_path(None, {}) == DEFAULT_CONFIG_PATH
+        assert Path("/etc/shipper/config.toml") == DEFAULT_CONFIG_PATH
+
+    def test_empty_values_count_as_unset(self) -> None:
+        assert find_config_path("", {CONFIG_ENV_VAR: ""}) == DEFAULT_CONFIG_PATH
