@@ -108,7 +108,7 @@ class Daemon:
         self._forced = asyncio.Event()
         self._wake = asyncio.Event()
         self._space_freed = asyncio.Event()
-        self._rescan = True
+        self._rescan = asyncio.Event()
         self._checkpoints_dirty = False
         self._unidentified: set[str] = set()
 
@@ -121,8 +121,13 @@ class Daemon:
         await asyncio.to_thread(self._recover)
         assert self.uploader is not None
         self.uploader.start()
-        watcher = asyncio.create_task(self._watch(), name="watch")
-        persister = asyncio.create_task(self._persist_periodically(), name="checkpoints")
+        # The first scan applies ``read_from`` to the files already there.
+        await self._scan(initial=True)
+        background = [
+            asyncio.create_task(self._watch(), name="watch"),
+            asyncio.create_task(self._discover(), name="discover"),
+            asyncio.create_task(self._persist_periodically(), name="checkpoints"),
+        ]
         log.info(
             "started",
             extra={"sources": sorted(self.settings.sources), "sink": self.settings.sink.type},
@@ -131,9 +136,9 @@ class Daemon:
             await self._pump()
             return await self._drain()
         finally:
-            for task in (watcher, persister):
+            for task in background:
                 task.cancel()
-            await asyncio.gather(watcher, persister, return_exceptions=True)
+            await asyncio.gather(*background, return_exceptions=True)
             await self.uploader.stop()
             await self._persist_checkpoints()
             self.ledger.close()
@@ -230,37 +235,44 @@ class Daemon:
     # --------------------------------------------------------------- the reader
 
     async def _pump(self) -> None:
-        """Discover, read, batch and seal until asked to stop; then seal what is open."""
-        initial = True
-        next_scan = 0.0
+        """Read, batch and seal until asked to stop; then seal what is open."""
         try:
             while not self._stopping.is_set():
-                now = time.monotonic()
-                if self._rescan or now >= next_scan:
-                    self._rescan = False
-                    await self._scan(initial=initial)
-                    initial = False
-                    next_scan = now + self.settings.poll_interval_secs
                 if not await self._wait_for_spool_space():
                     break
                 progressed = await self._read_round()
                 await self._seal_aged()
                 await self._finish_rotated()
                 if not progressed:
-                    await self._idle(next_scan)
+                    await self._idle()
         finally:
             await self._seal_all_open()
 
-    async def _idle(self, next_scan: float) -> None:
-        deadlines = [next_scan]
+    async def _idle(self) -> None:
+        deadlines = [time.monotonic() + IDLE_WAIT_SECS]
         for active in self.active.values():
             pending = active.batcher.pending
             if pending is not None:
                 deadlines.append(pending.opened_at + self.limits.max_age_secs)
-        timeout = max(0.0, min(IDLE_WAIT_SECS, min(deadlines) - time.monotonic()))
+        timeout = max(0.0, min(deadlines) - time.monotonic())
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _discover(self) -> None:
+        """Rescan on every change event and every ``poll_interval_secs``.
+
+        It runs beside the reader, not between its reads, so a file that is
+        created and rotated away quickly is opened (and so kept readable) early.
+        """
+        while not self._stopping.is_set():
+            self._rescan.clear()
+            try:
+                await self._scan(initial=False)
+            except OSError as exc:
+                log.warning("scan failed; will retry", extra={"error": str(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._rescan.wait(), self.settings.poll_interval_secs)
 
     async def _wait_for_spool_space(self) -> bool:
         """Backpressure: while the spool is full, read nothing. False if a stop came first."""
@@ -464,6 +476,9 @@ class Daemon:
     def _open(
         self, source: str, path: str, inode: InodeKey, found: Identified, *, initial: bool
     ) -> None:
+        if self._stopping.is_set():
+            os.close(found.fd)
+            return
         settings = self.settings.sources[source]
         if found.known is not None:
             offset = found.known.offset
@@ -496,6 +511,7 @@ class Daemon:
             position=offset,
         )
         self.active[inode] = ActiveFile(tailer, batcher, inode)
+        self._wake.set()
         log.info(
             "tailing file",
             extra={"path": path, "fingerprint": found.fingerprint.id, "offset": offset},
@@ -507,15 +523,17 @@ class Daemon:
         if not roots:
             return
         try:
-            async for _ in watchfiles.awatch(
+            async for changes in watchfiles.awatch(
                 *roots,
                 watch_filter=None,
-                debounce=100,
-                step=20,
+                debounce=50,
+                step=10,
                 stop_event=self._stopping,
                 recursive=False,
             ):
-                self._rescan = True
+                # A write wakes the reader; a create, rename or delete also needs a rescan.
+                if any(change != watchfiles.Change.modified for change, _ in changes):
+                    self._rescan.set()
                 self._wake.set()
         except Exception as exc:
             log.warning("file change events unavailable; polling only", extra={"error": str(exc)})

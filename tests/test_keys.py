@@ -10,7 +10,9 @@ T = datetime(2026, 11, 25, 13, 7, 9, tzinfo=timezone.utc).timestamp()
 
 
 def test_key_is_hive_partitioned_and_names_the_range() -> None:
-    key = object_key(prefix="app", source="web", fingerprint_id="ab12", start=0, end=155, first_time=T)
+    key = object_key(
+        prefix="app", source="web", fingerprint_id="ab12", start=0, end=155, first_time=T
+    )
     assert key == (
         "app/source=web/dt=2026-11-25/hour=13/"
         "ab12-00000000000000000000-00000000000000000155.ndjson.zst"

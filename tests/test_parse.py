@@ -41,7 +41,9 @@ def test_record_time_falls_back_for_missing_or_absurd_values() -> None:
 
 def test_enrich_never_overwrites_the_applications_field() -> None:
     chain = Chain([], flags_field="shipper_flags")
-    enrich = Enrich({"host": "h1", "service": "orch"}, collision_prefix="shipper_", counters=chain.counters)
+    enrich = Enrich(
+        {"host": "h1", "service": "orch"}, collision_prefix="shipper_", counters=chain.counters
+    )
     assert enrich({"host": "app-host", "x": 1}) == {
         "host": "app-host",
         "x": 1,

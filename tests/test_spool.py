@@ -13,7 +13,9 @@ FP = Fingerprint(dev=1, ino=2, head_len=10, head_sha256="ab" * 32)
 OTHER = Fingerprint(dev=1, ino=3, head_len=10, head_sha256="cd" * 32)
 
 
-def seal(spool: Spool, start: int, end: int, fp: Fingerprint = FP, body: bytes = b"zzz") -> SpoolEntry:
+def seal(
+    spool: Spool, start: int, end: int, fp: Fingerprint = FP, body: bytes = b"zzz"
+) -> SpoolEntry:
     return spool.seal(
         key=f"k-{start}-{end}",
         source="app",

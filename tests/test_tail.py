@@ -11,7 +11,9 @@ from shipper.sources.tail import FileTailer
 def open_tailer(path: Path, chunk: int = 8, offset: int = 0) -> FileTailer:
     fd = os.open(path, os.O_RDONLY)
     fp = Fingerprint(dev=0, ino=0, head_len=1, head_sha256="")
-    return FileTailer(source="s", path=str(path), fd=fd, fingerprint=fp, offset=offset, chunk_bytes=chunk)
+    return FileTailer(
+        source="s", path=str(path), fd=fd, fingerprint=fp, offset=offset, chunk_bytes=chunk
+    )
 
 
 def read_all(tailer: FileTailer) -> tuple[list[bytes], list[int]]:

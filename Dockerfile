@@ -1,0 +1,1 @@
+# The container image (Kubernetes sidecar) comes with the operations issue.

@@ -1,0 +1,92 @@
+"""One end-to-end setting: a logs directory, a config, the real daemon and a real store."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from tests.support.daemon import ShipperProcess
+from tests.support.seaweed import SeaweedServer
+from tests.support.store import dir_seqs, s3_seqs, wait_for
+
+T = TypeVar("T")
+
+
+@dataclass
+class Shipping:
+    root: Path
+    sink: str
+    seaweed: SeaweedServer | None = None
+    bucket: str | None = None
+    batch_max_bytes: str = "64KiB"
+    batch_max_age_secs: float = 0.5
+    include: str = "*.log"
+    extra_toml: str = ""
+    daemon: ShipperProcess = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.logs = self.root / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.shipped = self.root / "shipped"
+        self.state = self.root / "state"
+        self.config = self.root / "shipper.toml"
+        self.config.write_text(self._toml())
+        env = self.seaweed.env() if self.seaweed is not None else {}
+        self.daemon = ShipperProcess(self.config, self.root, env)
+
+    def _toml(self) -> str:
+        if self.sink == "s3":
+            assert self.seaweed is not None and self.bucket is not None
+            sink = (
+                f'type = "s3"\nbucket = "{self.bucket}"\nprefix = "e2e"\n'
+                f'endpoint_url = "{self.seaweed.endpoint_url}"\nregion = "us-east-1"\n'
+            )
+        else:
+            sink = f'type = "directory"\npath = "{self.shipped}"\nprefix = "e2e"\n'
+        return (
+            f'state_dir = "{self.state}"\n'
+            "poll_interval_secs = 0.5\n"
+            "shutdown_timeout_secs = 30\n"
+            f"{self.extra_toml}\n"
+            "[sources.app]\n"
+            f'include = ["{self.logs}/{self.include}"]\n'
+            "rotate_wait_secs = 1\n"
+            "[enrich]\n"
+            'fields = { service = "e2e" }\n'
+            "[batch]\n"
+            f'max_bytes = "{self.batch_max_bytes}"\n'
+            f"max_age_secs = {self.batch_max_age_secs}\n"
+            "[sink]\n"
+            f"{sink}"
+        )
+
+    def delivered(self) -> Counter[int]:
+        if self.sink == "s3":
+            assert self.seaweed is not None and self.bucket is not None
+            return s3_seqs(self.seaweed.client(), self.bucket, "e2e/")
+        return dir_seqs(self.shipped) if self.shipped.exists() else Counter()
+
+    def wait_delivered(self, total: int, timeout: float = 120) -> Counter[int]:
+        """Poll the store until ``total`` lines are there (duplicates count too)."""
+
+        def enough() -> Counter[int] | None:
+            seqs = self.delivered()
+            return seqs if sum(seqs.values()) >= total else None
+
+        return self._wait(enough, timeout, f"{total} lines delivered")
+
+    def wait_some_delivered(self, at_least: int, timeout: float = 60) -> None:
+        self._wait(
+            lambda: sum(self.delivered().values()) >= at_least,
+            timeout,
+            f"at least {at_least} lines delivered",
+        )
+
+    def _wait(self, predicate: Callable[[], T | None], timeout: float, what: str) -> T:
+        try:
+            return wait_for(predicate, timeout, interval=0.2, message=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- daemon log ---\n{self.daemon.log_tail()}") from None
