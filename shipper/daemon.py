@@ -20,7 +20,7 @@ import signal
 import socket
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import watchfiles
@@ -32,6 +32,7 @@ from shipper.errors import StateError
 from shipper.exit_codes import ExitCode
 from shipper.keys import object_key
 from shipper.ledger import Ledger
+from shipper.logs import ThrottledLog
 from shipper.processors.chain import Chain
 from shipper.processors.enrich import Enrich
 from shipper.recovery import resume_positions
@@ -74,6 +75,16 @@ class ActiveFile:
     inode: InodeKey
     #: The last read found no new bytes.
     at_eof: bool = False
+    #: Batches cut but not yet sealed because a seal failed (disk full, ...). They are
+    #: sealed, in order, before the file is read any further.
+    unsealed: list[Batch] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class StepResult:
+    entries: list[SpoolEntry] = field(default_factory=list)
+    got_bytes: bool = False
+    error: OSError | None = None
 
 
 class Daemon:
@@ -111,6 +122,7 @@ class Daemon:
         self._rescan = asyncio.Event()
         self._checkpoints_dirty = False
         self._unidentified: set[str] = set()
+        self._warnings = ThrottledLog(log, interval_secs=10.0)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -270,7 +282,7 @@ class Daemon:
             try:
                 await self._scan(initial=False)
             except OSError as exc:
-                log.warning("scan failed; will retry", extra={"error": str(exc)})
+                self._warnings.warn("scan failed; will retry", error=str(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._rescan.wait(), self.settings.poll_interval_secs)
 
@@ -301,32 +313,64 @@ class Daemon:
         for active in list(self.active.values()):
             if self._stopping.is_set():
                 break
-            try:
-                entries, got_bytes = await asyncio.to_thread(self._read_step, active)
-            except OSError as exc:
-                log.warning(
-                    "read failed; will retry",
-                    extra={"path": active.tailer.path, "error": str(exc)},
-                )
-                continue
-            active.at_eof = not got_bytes
-            progressed = progressed or got_bytes
-            self._accept(entries)
+            result = await asyncio.to_thread(self._read_step, active)
+            self._settle(active, result)
+            active.at_eof = not result.got_bytes and result.error is None
+            progressed = progressed or result.got_bytes
         return progressed
 
-    def _read_step(self, active: ActiveFile) -> tuple[list[SpoolEntry], bool]:
-        """Runs in a thread: read a chunk, process it, seal the batches it completes."""
-        chunk = active.tailer.read()
+    def _read_step(self, active: ActiveFile) -> StepResult:
+        """Runs in a thread: seal what is owed, read a chunk, process it, seal what it completes."""
+        result = self._seal_unsealed(active)
+        if result.error is not None:
+            return result
+        try:
+            chunk = active.tailer.read()
+        except OSError as exc:
+            result.error = exc
+            return result
         if chunk is None:
-            return [], False
-        return self._process(active, chunk), True
+            return result
+        result.got_bytes = True
+        self._process(active, chunk)
+        more = self._seal_unsealed(active)
+        result.entries += more.entries
+        result.error = more.error
+        return result
 
-    def _process(self, active: ActiveFile, chunk: LineChunk) -> list[SpoolEntry]:
+    def _process(self, active: ActiveFile, chunk: LineChunk) -> None:
         out = self.chain.run(
             chunk.lines, chunk.ends, read_time=chunk.read_time, partial_index=chunk.partial_index
         )
-        batches = active.batcher.add(out.records, out.ends, out.times, now=time.monotonic())
-        return [self._seal(batch) for batch in batches]
+        active.unsealed += active.batcher.add(out.records, out.ends, out.times, time.monotonic())
+
+    def _seal_unsealed(self, active: ActiveFile) -> StepResult:
+        """Seal a file's cut batches in order, stopping at the first failure (disk full...).
+
+        Stopping keeps the sealed ranges of a file a prefix of it: a later batch is
+        never durable while an earlier one is not, so a crash cannot leave a hole.
+        """
+        result = StepResult()
+        while active.unsealed:
+            try:
+                entry = self._seal(active.unsealed[0])
+            except OSError as exc:
+                result.error = exc
+                break
+            del active.unsealed[0]
+            result.entries.append(entry)
+        return result
+
+    def _settle(self, active: ActiveFile, result: StepResult) -> None:
+        """Back on the event loop: accept what was sealed, report what failed."""
+        self._accept(result.entries)
+        if result.error is not None:
+            self._warnings.warn(
+                "file read or spool write failed; will retry",
+                path=active.tailer.path,
+                error=str(result.error),
+                unsealed_batches=len(active.unsealed),
+            )
 
     def _seal(self, batch: Batch) -> SpoolEntry:
         """Encode, compress and durably spool one batch. Runs in a thread."""
@@ -377,19 +421,21 @@ class Daemon:
             if active.batcher.due(now):
                 await self._flush(active)
 
-    async def _flush(self, active: ActiveFile) -> None:
+    async def _flush(self, active: ActiveFile) -> bool:
+        """Cut and seal the open batch however small; True once nothing is left unsealed."""
         batch = active.batcher.flush()
         if batch is not None:
-            self._accept([await asyncio.to_thread(self._seal, batch)])
+            active.unsealed.append(batch)
+        if active.unsealed:
+            self._settle(active, await asyncio.to_thread(self._seal_unsealed, active))
+        return not active.unsealed
 
     async def _seal_all_open(self) -> None:
         for active in list(self.active.values()):
-            try:
-                await self._flush(active)
-            except OSError as exc:
+            if not await self._flush(active):
                 log.error(
-                    "could not seal an open batch at shutdown; its lines will be read again",
-                    extra={"path": active.tailer.path, "error": str(exc)},
+                    "could not seal open batches at shutdown; their lines will be read again",
+                    extra={"path": active.tailer.path, "batches": len(active.unsealed)},
                 )
             active.tailer.close()
         self.active.clear()
@@ -404,8 +450,9 @@ class Daemon:
                 continue
             partial = tailer.take_partial()
             if partial is not None:
-                self._accept(await asyncio.to_thread(self._process, active, partial))
-            await self._flush(active)
+                await asyncio.to_thread(self._process, active, partial)
+            if not await self._flush(active):
+                continue  # retried on the next round; the handle stays open meanwhile
             tailer.close()
             del self.active[inode]
             log.info(
@@ -468,7 +515,7 @@ class Daemon:
             except FileNotFoundError:
                 continue
             except OSError as exc:
-                log.warning("cannot open log file", extra={"path": path, "error": str(exc)})
+                self._warnings.warn("cannot open log file", path=path, error=str(exc))
                 continue
             results.append((source, path, inode, identified))
         return results

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["setup_logging"]
+__all__ = ["JsonLineFormatter", "ThrottledLog", "setup_logging"]
 
 import logging
 import sys
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -40,3 +41,23 @@ def setup_logging(level: str = "INFO") -> None:
     # boto's debug chatter would bury our lines and can echo request details.
     for noisy in ("botocore", "boto3", "urllib3", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class ThrottledLog:
+    """Logs a repeated warning at most once per interval, with how many were held back."""
+
+    def __init__(self, logger: logging.Logger, *, interval_secs: float) -> None:
+        self.logger = logger
+        self.interval_secs = interval_secs
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warn(self, message: str, **fields: Any) -> None:
+        now = time.monotonic()
+        last = self._last.get(message)
+        if last is not None and now - last < self.interval_secs:
+            self._suppressed[message] = self._suppressed.get(message, 0) + 1
+            return
+        self._last[message] = now
+        suppressed = self._suppressed.pop(message, 0)
+        self.logger.warning(message, extra={**fields, "suppressed_since_last": suppressed})

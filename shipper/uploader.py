@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from shipper.errors import SinkError, SpoolCorruptError
 from shipper.ledger import Ledger
+from shipper.logs import ThrottledLog
 from shipper.sinks.base import ObjectToPut, PutOutcome, Sink
 from shipper.spool import Spool, SpoolEntry
 
@@ -83,7 +84,8 @@ class Uploader:
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="upload")
         self._ledger_lock = threading.Lock()
         self._rng = random.Random()
-        self._last_error_log = 0.0
+        # One line per ten seconds at most, whatever the number of failing workers.
+        self._failures = ThrottledLog(log, interval_secs=10.0)
 
     def submit(self, entry: SpoolEntry) -> None:
         """Queue a sealed entry. The queue holds handles only; the spool bounds their number."""
@@ -138,7 +140,14 @@ class Uploader:
             except SinkError as exc:
                 attempt += 1
                 self.counters["retries_retriable" if exc.retriable else "retries_permanent"] += 1
-                self._log_failure(entry, exc, attempt)
+                self._failures.warn(
+                    "upload failed; retrying",
+                    key=entry.key,
+                    attempt=attempt,
+                    retriable=exc.retriable,
+                    error=str(exc),
+                    backlog=self.backlog,
+                )
                 await asyncio.sleep(self.backoff.delay(attempt, self._rng))
         log.debug(
             "delivered",
@@ -160,20 +169,3 @@ class Uploader:
         with self._ledger_lock:
             self.ledger.append(entry, outcome=outcome.value)
         self.spool.remove(entry)
-
-    def _log_failure(self, entry: SpoolEntry, exc: SinkError, attempt: int) -> None:
-        # One line per ten seconds at most, whatever the number of failing workers.
-        now = time.monotonic()
-        if now - self._last_error_log < 10.0:
-            return
-        self._last_error_log = now
-        log.warning(
-            "upload failed; retrying",
-            extra={
-                "key": entry.key,
-                "attempt": attempt,
-                "retriable": exc.retriable,
-                "error": str(exc),
-                "backlog": self.backlog,
-            },
-        )

@@ -1,0 +1,173 @@
+"""The daemon in-process: odd input, start positions, and faults injected into its own disk writes."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from shipper.config import parse_config
+from shipper.daemon import Daemon
+from shipper.exit_codes import ExitCode
+from shipper.spool import SpoolEntry
+from tests.support.store import assert_exact, dir_seqs
+
+
+def settings_for(tmp_path: Path, sink_root: Path, read_from: str = "beginning") -> Any:
+    return parse_config(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "poll_interval_secs": 0.2,
+            "shutdown_timeout_secs": 10,
+            "sources": {
+                "app": {"include": [str(tmp_path / "logs" / "*.log")], "read_from": read_from}
+            },
+            "batch": {"max_bytes": "2KiB", "max_age_secs": 0.2},
+            "sink": {"type": "directory", "path": str(sink_root)},
+        },
+        base_dir=tmp_path,
+        environ={},
+    )
+
+
+def write_lines(path: Path, seqs: range) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as f:
+        for seq in seqs:
+            f.write(orjson.dumps({"seq": seq, "message": "x" * 40}) + b"\n")
+
+
+async def run_until(daemon: Daemon, done: Any, timeout: float = 30.0) -> ExitCode:
+    task = asyncio.create_task(daemon.run())
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert not task.done(), "daemon stopped early"
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+    daemon.request_stop()
+    return await task
+
+
+def test_failed_spool_writes_are_retried_in_order_without_a_hole(tmp_path: Path) -> None:
+    write_lines(tmp_path / "logs" / "app.log", range(2000))
+    daemon = Daemon(settings_for(tmp_path, tmp_path / "shipped"))
+    real_seal = daemon.spool.seal
+    failures = {"left": 5}
+
+    def seal_with_disk_full(**kwargs: Any) -> SpoolEntry:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_seal(**kwargs)
+
+    daemon.spool.seal = seal_with_disk_full  # type: ignore[method-assign]
+    rc = asyncio.run(run_until(daemon, lambda: dir_seqs(tmp_path / "shipped").total() >= 2000))
+    assert rc == ExitCode.OK
+    assert failures["left"] == 0
+    assert_exact(dir_seqs(tmp_path / "shipped"), range(2000))
+    ledger = [orjson.loads(x) for x in (tmp_path / "state/ledger.jsonl").read_bytes().splitlines()]
+    ranges = sorted((e["segments"][0]["start"], e["segments"][0]["end"]) for e in ledger)
+    assert ranges[0][0] == 0
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+
+
+def test_a_failing_store_is_retried_until_it_accepts(tmp_path: Path) -> None:
+    write_lines(tmp_path / "logs" / "app.log", range(500))
+    blocked = tmp_path / "shipped"
+    blocked.write_bytes(b"")  # a file where the sink root should be: every put fails
+    daemon = Daemon(settings_for(tmp_path, blocked))
+
+    def unblock_after_failures() -> bool:
+        if daemon.uploader is None:  # still recovering
+            return False
+        if daemon.uploader.counters["retries_retriable"] >= 2 and blocked.is_file():
+            blocked.unlink()
+        return blocked.is_dir() and dir_seqs(blocked).total() >= 500
+
+    rc = asyncio.run(run_until(daemon, unblock_after_failures))
+    assert rc == ExitCode.OK
+    assert_exact(dir_seqs(blocked), range(500))
+
+
+def shipped_records(root: Path) -> list[dict[str, Any]]:
+    from tests.support.store import dir_records
+
+    return [record for _, record in dir_records(root)]
+
+
+def test_odd_lines_are_kept_flagged_never_lost(tmp_path: Path) -> None:
+    log_file = tmp_path / "logs" / "app.log"
+    log_file.parent.mkdir(parents=True)
+    log_file.write_bytes(
+        b'{"seq": 0, "host": "app-set-this"}\n'
+        b'{"seq": 1}\r\n'
+        b"plain text seq=2\n"
+        b"invalid \xff\xfe utf-8 seq=3\n"
+        b"nul \x00 byte seq=4\n"
+        b"[5, 6]\n"
+        b"\n"
+        b'{"seq": 7, "deep": ' + b"[" * 2000 + b"]" * 2000 + b"}\n"
+        b'{"seq": 8, "big": 123456789012345678901234567890}\n'
+        b'{"seq": 9, "unterminated": true'
+    )
+    daemon = Daemon(settings_for(tmp_path, tmp_path / "shipped"))
+    rc = asyncio.run(run_until(daemon, lambda: len(shipped_records(tmp_path / "shipped")) >= 9))
+    assert rc == ExitCode.OK
+    records = shipped_records(tmp_path / "shipped")
+    by_message = {str(r.get("message", r.get("seq"))): r for r in records}
+    assert len(records) == 9, (
+        records
+    )  # the unterminated last line of a live file is held, not shipped
+    first = next(r for r in records if r.get("seq") == 0)
+    assert first["host"] == "app-set-this" and first["shipper_host"]
+    assert next(r for r in records if r.get("seq") == 1).get("shipper_flags") is None
+    assert by_message["plain text seq=2"]["shipper_flags"] == ["wrapped"]
+    assert by_message["invalid \ufffd\ufffd utf-8 seq=3"]["shipper_flags"] == ["invalid_utf8"]
+    assert by_message["nul \x00 byte seq=4"]["shipper_flags"] == ["wrapped"]
+    assert [r for r in records if r.get("message") == [5, 6]][0]["shipper_flags"] == ["wrapped"]
+    assert by_message[""]["shipper_flags"] == ["wrapped"]
+    assert any(str(r.get("message", "")).startswith('{"seq": 7') for r in records)
+    # Integers beyond 64 bits become doubles, as jq and JavaScript read them.
+    assert next(r for r in records if r.get("seq") == 8)["big"] == 1.2345678901234568e29
+    # Restarted after the line is finished: it is shipped once, whole.
+    with log_file.open("ab") as f:
+        f.write(b"}\n")
+    daemon = Daemon(settings_for(tmp_path, tmp_path / "shipped"))
+    rc = asyncio.run(run_until(daemon, lambda: len(shipped_records(tmp_path / "shipped")) >= 10))
+    assert [r for r in shipped_records(tmp_path / "shipped") if r.get("seq") == 9] == [
+        {"seq": 9, "unterminated": True, "host": first["shipper_host"]}
+    ]
+
+
+def test_read_from_end_applies_to_never_seen_files_only(tmp_path: Path) -> None:
+    log_file = tmp_path / "logs" / "app.log"
+    write_lines(log_file, range(100))
+    with log_file.open("ab") as f:
+        f.write(b'{"seq": 100, "half": ')  # a line being written: read whole, later
+    shipped = tmp_path / "shipped"
+    settings = settings_for(tmp_path, shipped, read_from="end")
+
+    async def first_run() -> ExitCode:
+        daemon = Daemon(settings)
+        task = asyncio.create_task(daemon.run())
+        while not daemon.active:
+            await asyncio.sleep(0.02)
+        with log_file.open("ab") as f:
+            f.write(b"1}\n")
+        write_lines(log_file, range(101, 150))
+        write_lines(tmp_path / "logs" / "new.log", range(150, 160))  # appears while running
+        while dir_seqs(shipped).total() < 60:
+            await asyncio.sleep(0.05)
+        daemon.request_stop()
+        return await task
+
+    assert asyncio.run(first_run()) == ExitCode.OK
+    assert_exact(dir_seqs(shipped), range(100, 160))
+    write_lines(log_file, range(160, 200))  # written while the daemon is down
+    daemon = Daemon(settings)
+    asyncio.run(run_until(daemon, lambda: dir_seqs(shipped).total() >= 100))
+    assert_exact(dir_seqs(shipped), range(100, 200))
