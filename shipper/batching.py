@@ -10,6 +10,7 @@ __all__ = ["Batch", "BatchLimits", "Batcher"]
 
 from dataclasses import dataclass, field
 
+from shipper.processors.encoded import EncodedRecords
 from shipper.sources.fingerprint import Fingerprint
 
 
@@ -28,18 +29,16 @@ class Batch:
     #: File offsets ``[start, end)`` this batch covers, every byte of them.
     start: int
     end: int
-    #: Encoded records, each ending with a newline; together they are the NDJSON body.
-    records: list[bytes] = field(default_factory=list)
+    #: The NDJSON body: encoded records, each ending with a newline. One growing buffer,
+    #: not a list of small objects, so memory is the body's size and no more.
+    body: bytearray = field(default_factory=bytearray)
+    records: int = 0
     #: Input lines the range holds (a record may come from several lines later on).
     lines: int = 0
-    nbytes: int = 0
     #: Time of the first record (its own timestamp, else when it was read): partitions the key.
     first_time: float = 0.0
     #: Monotonic time the first record arrived, for the age limit.
     opened_at: float = 0.0
-
-    def body(self) -> bytes:
-        return b"".join(self.records)
 
 
 class Batcher:
@@ -66,22 +65,22 @@ class Batcher:
     def pending(self) -> Batch | None:
         return self._open
 
-    def add(
-        self,
-        records: list[bytes],
-        ends: list[int],
-        times: list[float],
-        now: float,
-    ) -> list[Batch]:
-        """Add records (``ends[i]`` = file offset past record i); return the batches cut."""
+    def add(self, records: EncodedRecords, now: float) -> list[Batch]:
+        """Add a chunk's encoded records; return the batches that became full."""
         cut: list[Batch] = []
         limits = self.limits
-        for record, end, when in zip(records, ends, times, strict=True):
+        data = memoryview(records.data)
+        run_start = 0  # start in ``data`` of the records not yet copied into a batch
+        previous = 0
+        for bound, end, when in zip(records.bounds, records.ends, records.times, strict=True):
+            size = bound - previous
             batch = self._open
             if batch is not None and (
-                batch.nbytes + len(record) > limits.max_bytes
-                or len(batch.records) >= limits.max_records
+                len(batch.body) + (previous - run_start) + size > limits.max_bytes
+                or batch.records >= limits.max_records
             ):
+                batch.body += data[run_start:previous]
+                run_start = previous
                 cut.append(batch)
                 batch = None
             if batch is None:
@@ -94,18 +93,18 @@ class Batcher:
                     first_time=when,
                     opened_at=now,
                 )
-            batch.records.append(record)
-            batch.nbytes += len(record)
+                self._open = batch
+            batch.records += 1
             batch.lines += 1
             batch.end = end
             self.position = end
-            self._open = batch
-        if self._open is not None and (
-            self._open.nbytes >= limits.max_bytes or len(self._open.records) >= limits.max_records
-        ):
-            cut.append(self._open)
-        if cut and cut[-1] is self._open:
-            self._open = None
+            previous = bound
+        batch = self._open
+        if batch is not None:
+            batch.body += data[run_start:previous]
+            if len(batch.body) >= limits.max_bytes or batch.records >= limits.max_records:
+                cut.append(batch)
+                self._open = None
         return cut
 
     def due(self, now: float) -> bool:

@@ -342,7 +342,7 @@ class Daemon:
         out = self.chain.run(
             chunk.lines, chunk.ends, read_time=chunk.read_time, partial_index=chunk.partial_index
         )
-        active.unsealed += active.batcher.add(out.records, out.ends, out.times, time.monotonic())
+        active.unsealed += active.batcher.add(out, time.monotonic())
 
     def _seal_unsealed(self, active: ActiveFile) -> StepResult:
         """Seal a file's cut batches in order, stopping at the first failure (disk full...).
@@ -374,7 +374,7 @@ class Daemon:
 
     def _seal(self, batch: Batch) -> SpoolEntry:
         """Encode, compress and durably spool one batch. Runs in a thread."""
-        body = batch.body()
+        body = batch.body
         compressed = zstandard.ZstdCompressor(level=self.settings.sink.compression_level).compress(
             body
         )
@@ -390,7 +390,7 @@ class Daemon:
             ),
             source=batch.source,
             segments=[Segment(fingerprint, batch.path, batch.start, batch.end, batch.lines)],
-            records=len(batch.records),
+            records=batch.records,
             body=compressed,
             body_sha256=hashlib.sha256(body).hexdigest(),
             uncompressed_bytes=len(body),

@@ -1,4 +1,10 @@
-from shipper.batching import Batcher, BatchLimits
+import itertools
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shipper.batching import Batch, Batcher, BatchLimits
+from shipper.processors.encoded import EncodedRecords
 from shipper.sources.fingerprint import Fingerprint
 
 FP = Fingerprint(dev=1, ino=2, head_len=10, head_sha256="00" * 32)
@@ -14,13 +20,21 @@ def make(max_bytes: int = 100, max_records: int = 1000, max_age: float = 5.0) ->
     )
 
 
-def feed(batcher: Batcher, sizes: list[int], start: int = 0, now: float = 0.0):  # type: ignore[no-untyped-def]
-    records = [b"x" * (n - 1) + b"\n" for n in sizes]
-    ends, pos = [], start
-    for n in sizes:
-        pos += n
-        ends.append(pos)
-    return batcher.add(records, ends, [1.0] * len(sizes), now=now)
+def encoded(records: list[bytes], ends: list[int], times: list[float]) -> EncodedRecords:
+    out = EncodedRecords()
+    for record, end, when in zip(records, ends, times, strict=True):
+        out.data += record
+        out.bounds.append(len(out.data))
+        out.ends.append(end)
+        out.times.append(when)
+    return out
+
+
+def feed(batcher: Batcher, sizes: list[int], start: int = 0, now: float = 0.0) -> list[Batch]:
+    """Records of the given sizes, each as long as the input line it came from."""
+    records = [bytes([65 + i % 26]) * (n - 1) + b"\n" for i, n in enumerate(sizes)]
+    ends = list(itertools.accumulate(sizes, initial=start))[1:]
+    return batcher.add(encoded(records, ends, [1.0] * len(sizes)), now=now)
 
 
 def test_cuts_by_bytes_without_splitting_records_and_ranges_are_contiguous() -> None:
@@ -30,7 +44,13 @@ def test_cuts_by_bytes_without_splitting_records_and_ranges_are_contiguous() -> 
     rest = batcher.flush()
     assert rest is not None
     assert (rest.start, rest.end, rest.lines) == (160, 200, 1)
-    assert all(b.nbytes <= 100 for b in cut)
+    assert all(len(b.body) <= 100 for b in cut)
+    # Bodies hold exactly their records, in order, across cuts.
+    assert [bytes(b.body) for b in [*cut, rest]] == [
+        b"A" * 39 + b"\n" + b"B" * 39 + b"\n",
+        b"C" * 39 + b"\n" + b"D" * 39 + b"\n",
+        b"E" * 39 + b"\n",
+    ]
 
 
 def test_exactly_full_batch_is_cut_at_once() -> None:
@@ -68,15 +88,43 @@ def test_age_limit_counts_from_the_first_record() -> None:
 
 def test_first_time_comes_from_the_first_record() -> None:
     batcher = make()
-    batcher.add([b"a\n", b"b\n"], [2, 4], [7.0, 9.0], now=0.0)
+    batcher.add(encoded([b"a\n", b"b\n"], [2, 4], [7.0, 9.0]), now=0.0)
     batch = batcher.flush()
-    assert batch is not None and batch.first_time == 7.0 and batch.body() == b"a\nb\n"
+    assert batch is not None and batch.first_time == 7.0 and batch.body == b"a\nb\n"
 
 
 def test_resumes_at_its_starting_position() -> None:
     batcher = Batcher(
         BatchLimits(100, 100, 5), source="app", fingerprint=FP, path="p", position=1000
     )
-    batcher.add([b"a\n"], [1002], [0.0], now=0.0)
+    batcher.add(encoded([b"a\n"], [1002], [0.0]), now=0.0)
     batch = batcher.flush()
     assert batch is not None and (batch.start, batch.end) == (1000, 1002)
+
+
+@given(
+    st.lists(st.integers(1, 300), min_size=1, max_size=60),
+    st.integers(1, 400),
+    st.integers(1, 10),
+    st.integers(1, 7),
+)
+def test_batches_tile_the_input_and_respect_limits(
+    sizes: list[int], max_bytes: int, max_records: int, chunk: int
+) -> None:
+    records = [bytes([65 + i % 26]) * (n - 1) + b"\n" for i, n in enumerate(sizes)]
+    ends = list(itertools.accumulate(sizes))
+    batcher = make(max_bytes=max_bytes, max_records=max_records)
+    batches: list[Batch] = []
+    for i in range(0, len(sizes), chunk):
+        part = slice(i, i + chunk)
+        batches += batcher.add(encoded(records[part], ends[part], [0.0] * len(ends[part])), 0.0)
+    last = batcher.flush()
+    batches += [last] if last else []
+    assert b"".join(bytes(b.body) for b in batches) == b"".join(records)
+    assert batches[0].start == 0 and batches[-1].end == sum(sizes)
+    assert all(a.end == b.start for a, b in itertools.pairwise(batches))
+    assert sum(b.records for b in batches) == len(sizes)
+    for b in batches:
+        assert b.records <= max_records
+        assert len(b.body) == b.end - b.start
+        assert len(b.body) <= max_bytes or b.records == 1

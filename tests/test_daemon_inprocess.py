@@ -1,10 +1,12 @@
-"""The daemon in-process: odd input, start positions, and faults injected into its own disk writes."""
+"""The daemon in-process: odd input, start positions, faults injected into its own disk writes."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +43,22 @@ def write_lines(path: Path, seqs: range) -> None:
             f.write(orjson.dumps({"seq": seq, "message": "x" * 40}) + b"\n")
 
 
-async def run_until(daemon: Daemon, done: Any, timeout: float = 30.0) -> ExitCode:
-    task = asyncio.create_task(daemon.run())
+async def poll_until(done: Callable[[], object], timeout: float = 30.0) -> None:
+    """Poll with a deadline: the daemon offers no event for 'the store has it'."""
     deadline = time.monotonic() + timeout
     while not done():
-        assert not task.done(), "daemon stopped early"
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.05)
+
+
+async def run_until(daemon: Daemon, done: Callable[[], object], timeout: float = 30.0) -> ExitCode:
+    task = asyncio.create_task(daemon.run())
+
+    def finished() -> object:
+        assert not task.done(), f"daemon stopped early: {task}"
+        return done()
+
+    await poll_until(finished, timeout)
     daemon.request_stop()
     return await task
 
@@ -72,7 +83,7 @@ def test_failed_spool_writes_are_retried_in_order_without_a_hole(tmp_path: Path)
     ledger = [orjson.loads(x) for x in (tmp_path / "state/ledger.jsonl").read_bytes().splitlines()]
     ranges = sorted((e["segments"][0]["start"], e["segments"][0]["end"]) for e in ledger)
     assert ranges[0][0] == 0
-    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
 
 
 def test_a_failing_store_is_retried_until_it_accepts(tmp_path: Path) -> None:
@@ -128,7 +139,7 @@ def test_odd_lines_are_kept_flagged_never_lost(tmp_path: Path) -> None:
     assert by_message["plain text seq=2"]["shipper_flags"] == ["wrapped"]
     assert by_message["invalid \ufffd\ufffd utf-8 seq=3"]["shipper_flags"] == ["invalid_utf8"]
     assert by_message["nul \x00 byte seq=4"]["shipper_flags"] == ["wrapped"]
-    assert [r for r in records if r.get("message") == [5, 6]][0]["shipper_flags"] == ["wrapped"]
+    assert next(r for r in records if r.get("message") == [5, 6])["shipper_flags"] == ["wrapped"]
     assert by_message[""]["shipper_flags"] == ["wrapped"]
     assert any(str(r.get("message", "")).startswith('{"seq": 7') for r in records)
     # Integers beyond 64 bits become doubles, as jq and JavaScript read them.
@@ -154,14 +165,12 @@ def test_read_from_end_applies_to_never_seen_files_only(tmp_path: Path) -> None:
     async def first_run() -> ExitCode:
         daemon = Daemon(settings)
         task = asyncio.create_task(daemon.run())
-        while not daemon.active:
-            await asyncio.sleep(0.02)
+        await poll_until(lambda: daemon.active)
         with log_file.open("ab") as f:
             f.write(b"1}\n")
         write_lines(log_file, range(101, 150))
         write_lines(tmp_path / "logs" / "new.log", range(150, 160))  # appears while running
-        while dir_seqs(shipped).total() < 60:
-            await asyncio.sleep(0.05)
+        await poll_until(lambda: dir_seqs(shipped).total() >= 60)
         daemon.request_stop()
         return await task
 

@@ -66,10 +66,10 @@ def test_chain_encodes_ndjson_flags_partial_and_honours_drops() -> None:
         read_time=3.0,
         partial_index=2,
     )
-    assert out.records == [
-        b'{"a":1}\n',
-        b'{"message":"tail","shipper_flags":["wrapped","partial"]}\n',
-    ]
+    assert bytes(out.data) == (
+        b'{"a":1}\n{"message":"tail","shipper_flags":["wrapped","partial"]}\n'
+    )
+    assert out.bounds == [8, len(out.data)]
     assert out.ends == [8, 27]
     assert out.times == [3.0, 3.0]
     assert chain.counters["dropped"] == 1

@@ -7,15 +7,15 @@ The chain works on whole chunks of lines so a worker could run it unchanged.
 
 from __future__ import annotations
 
-__all__ = ["Chain", "ChainOutput", "DropRecord", "Processor", "Record"]
+__all__ = ["Chain", "DropRecord", "Processor", "Record"]
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from shipper.processors.encoded import EncodedRecords
 from shipper.processors.parse import parse_line, record_time
 
 Record = dict[str, Any]
@@ -24,13 +24,6 @@ Processor = Callable[[Record], Record]
 
 class DropRecord(Exception):
     """Raised by a processor to drop the record it was given (sampling)."""
-
-
-@dataclass(slots=True)
-class ChainOutput:
-    records: list[bytes] = field(default_factory=list)
-    ends: list[int] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)
 
 
 class Chain:
@@ -47,8 +40,9 @@ class Chain:
         *,
         read_time: float,
         partial_index: int = -1,
-    ) -> ChainOutput:
-        out = ChainOutput()
+    ) -> EncodedRecords:
+        out = EncodedRecords()
+        data = out.data
         counters = self.counters
         dumps = orjson.dumps
         flags_field = self.flags_field
@@ -65,7 +59,10 @@ class Chain:
                 continue
             if flags:
                 record.setdefault(flags_field, flags)
-            out.records.append(dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+            # Appended to one buffer at once: orjson's result over-allocates, and keeping
+            # thousands of them alive would cost several times the data's size.
+            data += dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+            out.bounds.append(len(data))
             out.ends.append(end)
             out.times.append(record_time(record, read_time))
         return out
