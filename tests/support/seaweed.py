@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 _REGION = "us-east-1"
+_PROBE_BUCKET = "readiness-probe"
 _READY_POLL_S = 0.05
 _READY_DEADLINE_S = 60.0
 _STOP_GRACE_S = 10.0
@@ -254,7 +255,7 @@ class SeaweedServer:
                     f" log {self.log_path}:\n{self.log_tail()}"
                 )
             try:
-                probe.list_buckets()
+                self._round_trip(probe)
             except (BotoCoreError, ClientError) as exc:
                 last_error = exc
             else:
@@ -265,6 +266,16 @@ class SeaweedServer:
                     f" (last error: {last_error!r}); log {self.log_path}:\n{self.log_tail()}"
                 )
             time.sleep(_READY_POLL_S)
+
+    @staticmethod
+    def _round_trip(probe: S3Client) -> None:
+        # list_buckets answers before the volume server is up; after a restart a read
+        # can still fail with InternalError for a moment. Ready means data moves.
+        names = {b["Name"] for b in probe.list_buckets().get("Buckets", [])}
+        if _PROBE_BUCKET not in names:
+            probe.create_bucket(Bucket=_PROBE_BUCKET)
+        probe.put_object(Bucket=_PROBE_BUCKET, Key="probe", Body=b"ready")
+        probe.get_object(Bucket=_PROBE_BUCKET, Key="probe")["Body"].read()
 
     def stop(self, grace: float = _STOP_GRACE_S) -> int | None:
         """SIGTERM by PID, wait up to ``grace`` seconds, then SIGKILL. Returns the exit code."""
