@@ -268,7 +268,7 @@ class Daemon:
                 deadlines.append(pending.opened_at + self.limits.max_age_secs)
         timeout = max(0.0, min(deadlines) - time.monotonic())
         self._wake.clear()
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _discover(self) -> None:
@@ -283,7 +283,7 @@ class Daemon:
                 await self._scan(initial=False)
             except OSError as exc:
                 self._warnings.warn("scan failed; will retry", error=str(exc))
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._rescan.wait(), self.settings.poll_interval_secs)
 
     async def _wait_for_spool_space(self) -> bool:

@@ -104,7 +104,7 @@ class Uploader:
         """Wait until every submitted entry is delivered, or ``timeout`` passes."""
         try:
             await asyncio.wait_for(self._queue.join(), timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin before Python 3.11
             return False
         return True
 

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from shipper.exit_codes import ExitCode
 from tests.support.daemon import ShipperProcess
 from tests.support.seaweed import SeaweedServer
-from tests.support.store import dir_seqs, s3_seqs, wait_for
+from tests.support.store import assert_exact, dir_seqs, s3_seqs, wait_for
 
 T = TypeVar("T")
 
@@ -77,6 +78,13 @@ class Shipping:
             return seqs if sum(seqs.values()) >= total else None
 
         return self._wait(enough, timeout, f"{total} lines delivered")
+
+    def finish(self, total: int) -> None:
+        """Wait for lines 0..total-1, stop cleanly, and check the store holds each exactly once."""
+        assert_exact(self.wait_delivered(total), range(total))
+        assert self.daemon.terminate() == ExitCode.OK
+        # Nothing more arrives after the stop: a late duplicate would show here.
+        assert_exact(self.delivered(), range(total))
 
     def wait_some_delivered(self, at_least: int, timeout: float = 60) -> None:
         self._wait(

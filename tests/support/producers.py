@@ -2,70 +2,60 @@
 
 from __future__ import annotations
 
-__all__ = ["WRITER", "run_writer", "start_writer", "wait_writer", "writer_command"]
+__all__ = [
+    "WRITER",
+    "WriterOptions",
+    "run_writer",
+    "start_writer",
+    "wait_writer",
+    "writer_command",
+]
 
 import subprocess
 import sys
 from pathlib import Path
+from typing import TypedDict
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:
+    from typing_extensions import Unpack
 
 WRITER = Path(__file__).with_name("writer.py")
 
 
+class WriterOptions(TypedDict, total=False):
+    #: Lines per second; 0 (the default) writes as fast as possible.
+    rate: float
+    #: "file" (logging.FileHandler) or "rotating" (logging.handlers.RotatingFileHandler).
+    handler: str
+    #: RotatingFileHandler's maxBytes and backupCount (needed with handler="rotating").
+    max_bytes: int
+    backup_count: int
+    #: Extra filler characters in each message.
+    pad: int
+
+
 def writer_command(
-    path: Path,
-    start_seq: int,
-    count: int,
-    rate: float = 0,
-    handler: str = "file",
-    *,
-    max_bytes: int = 0,
-    backup_count: int = 0,
-    pad: int = 0,
+    path: Path, start_seq: int, count: int, **options: Unpack[WriterOptions]
 ) -> list[str]:
-    cmd = [
-        sys.executable,
-        str(WRITER),
-        "--path",
-        str(path),
-        "--start-seq",
-        str(start_seq),
-        "--count",
-        str(count),
-        "--rate",
-        str(rate),
-        "--handler",
-        handler,
-        "--pad",
-        str(pad),
-    ]
+    handler = options.get("handler", "file")
+    cmd = [sys.executable, str(WRITER), "--path", str(path)]
+    cmd += ["--start-seq", str(start_seq), "--count", str(count)]
+    cmd += ["--rate", str(options.get("rate", 0)), "--handler", handler]
+    cmd += ["--pad", str(options.get("pad", 0))]
     if handler == "rotating":
-        cmd += ["--max-bytes", str(max_bytes), "--backup-count", str(backup_count)]
+        cmd += ["--max-bytes", str(options.get("max_bytes", 0))]
+        cmd += ["--backup-count", str(options.get("backup_count", 0))]
     return cmd
 
 
 def start_writer(
-    path: Path,
-    start_seq: int,
-    count: int,
-    rate: float = 0,
-    handler: str = "file",
-    *,
-    max_bytes: int = 0,
-    backup_count: int = 0,
-    pad: int = 0,
+    path: Path, start_seq: int, count: int, **options: Unpack[WriterOptions]
 ) -> subprocess.Popen[str]:
     """Start ``writer.py``; its stdout+stderr are captured (``wait_writer`` shows them)."""
     return subprocess.Popen(
-        writer_command(
-            path,
-            start_seq,
-            count,
-            rate,
-            handler,
-            max_bytes=max_bytes,
-            backup_count=backup_count,
-            pad=pad,
-        ),
+        writer_command(path, start_seq, count, **options),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -87,29 +77,6 @@ def wait_writer(proc: subprocess.Popen[str], timeout: float = 120) -> None:
         raise AssertionError(f"writer {proc.args!r} exited {proc.returncode}:\n{output}")
 
 
-def run_writer(
-    path: Path,
-    start_seq: int,
-    count: int,
-    rate: float = 0,
-    handler: str = "file",
-    *,
-    max_bytes: int = 0,
-    backup_count: int = 0,
-    pad: int = 0,
-    timeout: float = 120,
-) -> None:
+def run_writer(path: Path, start_seq: int, count: int, **options: Unpack[WriterOptions]) -> None:
     """``start_writer`` + ``wait_writer``: write the lines and return once they are on disk."""
-    wait_writer(
-        start_writer(
-            path,
-            start_seq,
-            count,
-            rate,
-            handler,
-            max_bytes=max_bytes,
-            backup_count=backup_count,
-            pad=pad,
-        ),
-        timeout,
-    )
+    wait_writer(start_writer(path, start_seq, count, **options))
