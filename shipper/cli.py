@@ -82,6 +82,11 @@ def _run(args: argparse.Namespace) -> ExitCode:
     except ShipperError as exc:
         log.error("cannot run", extra={"error": str(exc)})
         return ExitCode.RUNTIME_ERROR
+    except Exception:
+        # A bug, not an input: say so in the same JSON log stream. Everything sealed
+        # is in the spool, so a restart (systemd, Kubernetes) loses nothing.
+        log.exception("internal error; exiting")
+        return ExitCode.RUNTIME_ERROR
 
 
 def main(argv: Sequence[str] | None = None) -> int:

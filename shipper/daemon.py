@@ -75,6 +75,8 @@ class ActiveFile:
     inode: InodeKey
     #: The last read found no new bytes.
     at_eof: bool = False
+    #: The file shrank below what was read (copytruncate): finish it, then re-identify.
+    truncated: bool = False
     #: Batches cut but not yet sealed because a seal failed (disk full, ...). They are
     #: sealed, in order, before the file is read any further.
     unsealed: list[Batch] = field(default_factory=list)
@@ -84,6 +86,7 @@ class ActiveFile:
 class StepResult:
     entries: list[SpoolEntry] = field(default_factory=list)
     got_bytes: bool = False
+    truncated: bool = False
     error: OSError | None = None
 
 
@@ -130,8 +133,17 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        await asyncio.to_thread(self._recover)
-        assert self.uploader is not None
+        spooled = await asyncio.to_thread(self._recover)
+        self.uploader = Uploader(
+            sink=self.sink,
+            spool=self.spool,
+            ledger=self.ledger,
+            host=self.host,
+            concurrency=self.settings.sink.upload_concurrency,
+            on_space_freed=self._space_freed.set,
+        )
+        for entry in spooled:
+            self.uploader.submit(entry)
         self.uploader.start()
         # The first scan applies ``read_from`` to the files already there.
         await self._scan(initial=True)
@@ -199,7 +211,8 @@ class Daemon:
 
     # ------------------------------------------------------------------ recovery
 
-    def _recover(self) -> None:
+    def _recover(self) -> list[SpoolEntry]:
+        """Runs in a thread: lock the state directory, load it, return the spooled entries."""
         state_dir = self.settings.state_dir
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
@@ -210,16 +223,6 @@ class Daemon:
         except OSError as exc:
             raise StateError(f"state_dir {state_dir}: {exc}") from exc
         self.known = resume_positions(checkpoints, spooled, delivered)
-        self.uploader = Uploader(
-            sink=self.sink,
-            spool=self.spool,
-            ledger=self.ledger,
-            host=self.host,
-            concurrency=self.settings.sink.upload_concurrency,
-            on_space_freed=self._space_freed.set,
-        )
-        for entry in spooled:
-            self.uploader.submit(entry)
         log.info(
             "recovered state",
             extra={
@@ -228,6 +231,7 @@ class Daemon:
                 "spool_bytes": self.spool.used_bytes,
             },
         )
+        return spooled
 
     def _take_lock(self, path: Path) -> None:
         # Two daemons on one state directory would each ship the same lines.
@@ -254,7 +258,7 @@ class Daemon:
                     break
                 progressed = await self._read_round()
                 await self._seal_aged()
-                await self._finish_rotated()
+                await self._finish_done_files()
                 if not progressed:
                     await self._idle()
         finally:
@@ -316,6 +320,7 @@ class Daemon:
             result = await asyncio.to_thread(self._read_step, active)
             self._settle(active, result)
             active.at_eof = not result.got_bytes and result.error is None
+            active.truncated = active.truncated or result.truncated
             progressed = progressed or result.got_bytes
         return progressed
 
@@ -325,6 +330,9 @@ class Daemon:
         if result.error is not None:
             return result
         try:
+            if active.tailer.replaced_in_place():
+                result.truncated = True
+                return result
             chunk = active.tailer.read()
         except OSError as exc:
             result.error = exc
@@ -440,13 +448,18 @@ class Daemon:
             active.tailer.close()
         self.active.clear()
 
-    async def _finish_rotated(self) -> None:
-        """Close files rotated away once they have been quiet for ``rotate_wait_secs``."""
+    async def _finish_done_files(self) -> None:
+        """Close files rotated away and quiet for ``rotate_wait_secs``, and truncated files.
+
+        A truncated file (copytruncate) is finished like a rotated one; the next scan
+        identifies it again by its new first line, as a new file read from byte 0.
+        """
         now = time.monotonic()
         for inode, active in list(self.active.items()):
             tailer = active.tailer
             wait = self.settings.sources[tailer.source].rotate_wait_secs
-            if not (tailer.rotated and active.at_eof and now - tailer.last_growth >= wait):
+            quiet = active.at_eof and now - tailer.last_growth >= wait
+            if not (active.truncated or (tailer.rotated and quiet)):
                 continue
             partial = tailer.take_partial()
             if partial is not None:
@@ -455,10 +468,17 @@ class Daemon:
                 continue  # retried on the next round; the handle stays open meanwhile
             tailer.close()
             del self.active[inode]
-            log.info(
-                "finished rotated file",
-                extra={"path": tailer.path, "fingerprint": tailer.fingerprint.id},
-            )
+            if active.truncated:
+                log.warning(
+                    "file truncated in place (copytruncate?); reading it again from its start",
+                    extra={"path": tailer.path, "read_up_to": tailer.offset},
+                )
+                self._rescan.set()
+            else:
+                log.info(
+                    "finished rotated file",
+                    extra={"path": tailer.path, "fingerprint": tailer.fingerprint.id},
+                )
 
     # ---------------------------------------------------------------- discovery
 

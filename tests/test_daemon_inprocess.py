@@ -6,6 +6,7 @@ import asyncio
 import errno
 import itertools
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -180,3 +181,30 @@ def test_read_from_end_applies_to_never_seen_files_only(tmp_path: Path) -> None:
     daemon = Daemon(settings)
     asyncio.run(run_until(daemon, lambda: dir_seqs(shipped).total() >= 100))
     assert_exact(dir_seqs(shipped), range(100, 200))
+
+
+def test_copytruncate_reads_the_new_content_from_its_start(tmp_path: Path) -> None:
+    log_file = tmp_path / "logs" / "app.log"
+    shipped = tmp_path / "shipped"
+    write_lines(log_file, range(100))
+
+    async def scenario() -> ExitCode:
+        daemon = Daemon(settings_for(tmp_path, shipped))
+        task = asyncio.create_task(daemon.run())
+        await poll_until(lambda: dir_seqs(shipped).total() >= 100)
+        # What logrotate's copytruncate does: copy, then truncate the same inode.
+        (tmp_path / "app.log.1").write_bytes(log_file.read_bytes())
+        with log_file.open("r+b") as f:
+            f.truncate(0)
+        write_lines(log_file, range(100, 130))  # fewer bytes than before: size < offset
+        await poll_until(lambda: dir_seqs(shipped).total() >= 130)
+        # Truncated and at once rewritten past the old offset: the changed first line tells.
+        with log_file.open("r+b") as f:
+            f.truncate(0)
+        write_lines(log_file, range(1000, 1300))
+        await poll_until(lambda: dir_seqs(shipped).total() >= 430)
+        daemon.request_stop()
+        return await task
+
+    assert asyncio.run(scenario()) == ExitCode.OK
+    assert dir_seqs(shipped) == Counter([*range(130), *range(1000, 1300)])

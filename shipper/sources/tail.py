@@ -64,15 +64,18 @@ class FileTailer:
         """Where the next read starts: past the lines handed out and the held partial line."""
         return self.offset + len(self._pending)
 
-    def size(self) -> int:
-        """The file's current size, from the open handle (rotation does not change it)."""
-        assert self._fd is not None
-        return os.fstat(self._fd).st_size
+    def replaced_in_place(self) -> bool:
+        """Whether the file was truncated or rewritten under us (copytruncate, ``> file``).
 
-    def unlinked(self) -> bool:
-        """Whether the file has been deleted (no name left on the device)."""
+        Checked before every read: its first bytes no longer being the ones that
+        identify it, or its size falling below what was read, both mean the bytes
+        at our offset now belong to other lines.
+        """
         assert self._fd is not None
-        return os.fstat(self._fd).st_nlink == 0
+        if os.fstat(self._fd).st_size < self.read_position:
+            return True
+        head = os.pread(self._fd, self.fingerprint.head_len, 0)
+        return not self.fingerprint.matches_head(head)
 
     def read(self) -> LineChunk | None:
         """Read one chunk; return its complete lines, or None at end of file."""
