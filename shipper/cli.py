@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 
 from shipper import __version__
@@ -78,7 +79,7 @@ def _run(args: argparse.Namespace) -> ExitCode:
     from shipper.daemon import Daemon  # the daemon pulls in boto3; check-config does not need it
 
     try:
-        return asyncio.run(Daemon(settings).run())
+        code = asyncio.run(Daemon(settings).run())
     except ShipperError as exc:
         log.error("cannot run", extra={"error": str(exc)})
         return ExitCode.RUNTIME_ERROR
@@ -87,6 +88,14 @@ def _run(args: argparse.Namespace) -> ExitCode:
         # is in the spool, so a restart (systemd, Kubernetes) loses nothing.
         log.exception("internal error; exiting")
         return ExitCode.RUNTIME_ERROR
+    if threading.active_count() > 1:
+        # An upload stuck on a hung store would hold the exit for its socket timeouts.
+        # Everything is saved by now, and the spool re-sends what was in flight.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -82,6 +82,9 @@ class BatchSettings:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SpoolSettings:
     max_bytes: int = 256 * MiB
+    #: Entries are also counted: each costs about 1 KiB of memory while it waits, and
+    #: quiet files seal small batches, so bytes alone would not bound memory.
+    max_entries: int = 10_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -507,7 +510,8 @@ def _parse_spool(table: _Table | None, batch: BatchSettings) -> SpoolSettings:
     if len(table.problems) == reported and max_bytes < batch.max_bytes:
         limit = _show_size(batch.max_bytes)
         table.problem("max_bytes", f"must be at least batch.max_bytes ({limit})")
-    return SpoolSettings(max_bytes=max_bytes)
+    max_entries = table.integer("max_entries", 10_000, 1, 1_000_000)
+    return SpoolSettings(max_bytes=max_bytes, max_entries=max_entries)
 
 
 def _parse_sink(table: _Table | None, base_dir: Path) -> SinkSettings | None:

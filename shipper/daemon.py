@@ -13,6 +13,7 @@ __all__ = ["Daemon"]
 import asyncio
 import contextlib
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -30,6 +31,7 @@ from shipper.batching import Batch, Batcher, BatchLimits
 from shipper.config import Settings, SinkSettings
 from shipper.errors import StateError
 from shipper.exit_codes import ExitCode
+from shipper.fsutil import printable_path
 from shipper.keys import object_key
 from shipper.ledger import Ledger
 from shipper.logs import ThrottledLog
@@ -124,6 +126,7 @@ class Daemon:
         self._space_freed = asyncio.Event()
         self._rescan = asyncio.Event()
         self._checkpoints_dirty = False
+        self._persist_lock = asyncio.Lock()
         self._unidentified: set[str] = set()
         self._warnings = ThrottledLog(log, interval_secs=10.0)
 
@@ -290,18 +293,30 @@ class Daemon:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._rescan.wait(), self.settings.poll_interval_secs)
 
+    def _spool_full(self) -> bool:
+        limits = self.settings.spool
+        return (
+            self.spool.used_bytes >= limits.max_bytes
+            or self.spool.entry_count >= limits.max_entries
+        )
+
     async def _wait_for_spool_space(self) -> bool:
         """Backpressure: while the spool is full, read nothing. False if a stop came first."""
-        limit = self.settings.spool.max_bytes
         warned = False
-        while self.spool.used_bytes >= limit:
+        while True:
+            # Cleared before the check, so a delivery between the two is not missed.
+            self._space_freed.clear()
+            if not self._spool_full():
+                return True
             if not warned:
                 log.warning(
                     "spool full; pausing reads until uploads catch up",
-                    extra={"spool_bytes": self.spool.used_bytes, "limit": limit},
+                    extra={
+                        "spool_bytes": self.spool.used_bytes,
+                        "spool_entries": self.spool.entry_count,
+                    },
                 )
                 warned = True
-            self._space_freed.clear()
             stop = asyncio.create_task(self._stopping.wait())
             freed = asyncio.create_task(self._space_freed.wait())
             await asyncio.wait({stop, freed}, return_when=asyncio.FIRST_COMPLETED)
@@ -309,7 +324,6 @@ class Daemon:
             freed.cancel()
             if self._stopping.is_set():
                 return False
-        return True
 
     async def _read_round(self) -> bool:
         """One chunk from every active file; True if any produced bytes."""
@@ -327,8 +341,8 @@ class Daemon:
     def _read_step(self, active: ActiveFile) -> StepResult:
         """Runs in a thread: seal what is owed, read a chunk, process it, seal what it completes."""
         result = self._seal_unsealed(active)
-        if result.error is not None:
-            return result
+        if result.error is not None or active.unsealed:
+            return result  # still owes batches (spool full, disk error): read no further
         try:
             if active.tailer.replaced_in_place():
                 result.truncated = True
@@ -352,14 +366,17 @@ class Daemon:
         )
         active.unsealed += active.batcher.add(out, time.monotonic())
 
-    def _seal_unsealed(self, active: ActiveFile) -> StepResult:
-        """Seal a file's cut batches in order, stopping at the first failure (disk full...).
+    def _seal_unsealed(self, active: ActiveFile, *, beyond_limits: bool = False) -> StepResult:
+        """Seal a file's cut batches in order; stop when the spool is full or a write fails.
 
         Stopping keeps the sealed ranges of a file a prefix of it: a later batch is
         never durable while an earlier one is not, so a crash cannot leave a hole.
+        What waits here is at most one read chunk's worth of batches per file.
         """
         result = StepResult()
         while active.unsealed:
+            if self._spool_full() and not beyond_limits:
+                break
             try:
                 entry = self._seal(active.unsealed[0])
             except OSError as exc:
@@ -429,18 +446,22 @@ class Daemon:
             if active.batcher.due(now):
                 await self._flush(active)
 
-    async def _flush(self, active: ActiveFile) -> bool:
+    async def _flush(self, active: ActiveFile, *, beyond_limits: bool = False) -> bool:
         """Cut and seal the open batch however small; True once nothing is left unsealed."""
         batch = active.batcher.flush()
         if batch is not None:
             active.unsealed.append(batch)
         if active.unsealed:
-            self._settle(active, await asyncio.to_thread(self._seal_unsealed, active))
+            result = await asyncio.to_thread(
+                functools.partial(self._seal_unsealed, active, beyond_limits=beyond_limits)
+            )
+            self._settle(active, result)
         return not active.unsealed
 
     async def _seal_all_open(self) -> None:
         for active in list(self.active.values()):
-            if not await self._flush(active):
+            # A few batches past the spool's limits, rather than reading them again.
+            if not await self._flush(active, beyond_limits=True):
                 log.error(
                     "could not seal open batches at shutdown; their lines will be read again",
                     extra={"path": active.tailer.path, "batches": len(active.unsealed)},
@@ -490,16 +511,19 @@ class Daemon:
             by_inode[(fp.dev, fp.ino)].append(checkpoint)
         results = await asyncio.to_thread(self._identify_all, found, by_inode)
         seen: set[InodeKey] = set()
+        opened: list[ActiveFile] = []
         for source, path, inode, identified in results:
             seen.add(inode)
             active = self.active.get(inode)
             if active is not None:
-                if active.tailer.path != path:
-                    log.info("file renamed", extra={"from": active.tailer.path, "to": path})
-                    active.tailer.path = active.batcher.path = path
+                shown = printable_path(path)
+                if active.tailer.path != shown:
+                    log.info("file renamed", extra={"from": active.tailer.path, "to": shown})
+                    active.tailer.path = active.batcher.path = shown
                 active.tailer.rotated = False
             elif identified is not None:
-                self._open(source, path, inode, identified, initial=initial)
+                opened.append(self._open(source, path, inode, identified, initial=initial))
+        await self._start_tailing(opened)
         for inode, active in self.active.items():
             if inode not in seen and not active.tailer.rotated:
                 active.tailer.rotated = True
@@ -542,19 +566,17 @@ class Daemon:
 
     def _open(
         self, source: str, path: str, inode: InodeKey, found: Identified, *, initial: bool
-    ) -> None:
-        if self._stopping.is_set():
-            os.close(found.fd)
-            return
+    ) -> ActiveFile:
         settings = self.settings.sources[source]
         if found.known is not None:
             offset = found.known.offset
             source = found.known.source
-            if offset > found.size:
-                log.warning(
-                    "file is shorter than its checkpoint; waiting for it to grow past it",
-                    extra={"path": path, "size": found.size, "offset": offset},
-                )
+        elif found.rewritten:
+            offset = 0
+            log.warning(
+                "file rewritten in place with the same first line; reading it from its start",
+                extra={"path": path, "fingerprint": found.fingerprint.id},
+            )
         elif initial and settings.read_from == "end":
             offset = end_of_last_line(found.fd, found.size)
         else:
@@ -562,6 +584,7 @@ class Daemon:
             # file of a rotation, and its first lines are as precious as any.
             offset = 0
         self._unidentified.discard(path)
+        path = printable_path(path)
         tailer = FileTailer(
             source=source,
             path=path,
@@ -577,12 +600,36 @@ class Daemon:
             path=path,
             position=offset,
         )
-        self.active[inode] = ActiveFile(tailer, batcher, inode)
+        return ActiveFile(tailer, batcher, inode)
+
+    async def _start_tailing(self, opened: list[ActiveFile]) -> None:
+        """Checkpoint never-seen files where they start, durably, before reading them.
+
+        Otherwise a crash before their first batch is sealed would leave no trace of
+        them, and the next start could apply ``read_from = "end"`` to lines never read.
+        """
+        new = [a for a in opened if a.tailer.fingerprint.id not in self.known]
+        for active in new:
+            tailer = active.tailer
+            self.known[tailer.fingerprint.id] = Checkpoint(
+                tailer.fingerprint, tailer.source, tailer.path, tailer.offset
+            )
+        if new:
+            await self._persist_checkpoints()
+        for active in opened:
+            if self._stopping.is_set():
+                active.tailer.close()
+                continue
+            self.active[active.inode] = active
+            log.info(
+                "tailing file",
+                extra={
+                    "path": active.tailer.path,
+                    "fingerprint": active.tailer.fingerprint.id,
+                    "offset": active.tailer.offset,
+                },
+            )
         self._wake.set()
-        log.info(
-            "tailing file",
-            extra={"path": path, "fingerprint": found.fingerprint.id, "offset": offset},
-        )
 
     async def _watch(self) -> None:
         """Change events wake the reader at once; the periodic rescan stays the safety net."""
@@ -614,6 +661,11 @@ class Daemon:
                 await self._persist_checkpoints()
 
     async def _persist_checkpoints(self) -> None:
+        # One writer at a time: the periodic save, a scan's and the final one share a temp file.
+        async with self._persist_lock:
+            await self._persist_checkpoints_now()
+
+    async def _persist_checkpoints_now(self) -> None:
         # The snapshot is taken on the event loop, where checkpoints change.
         self._checkpoints_dirty = False
         snapshot = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["fsync_dir", "write_atomic", "write_synced"]
+__all__ = ["fsync_dir", "printable_path", "write_atomic", "write_synced"]
 
 import os
 from pathlib import Path
@@ -18,7 +18,10 @@ def fsync_dir(directory: Path) -> None:
 
 
 def write_synced(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new file at ``path`` and fsync it (no rename)."""
+    """Write ``data`` to a new file at ``path`` and fsync it (no rename).
+
+    On failure (disk full, ...) the partial file is removed, so retries leave no litter.
+    """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
     try:
         view = memoryview(data)
@@ -26,8 +29,11 @@ def write_synced(path: Path, data: bytes) -> None:
             written = os.write(fd, view)
             view = view[written:]
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -36,3 +42,13 @@ def write_atomic(path: Path, data: bytes) -> None:
     write_synced(tmp, data)
     tmp.replace(path)
     fsync_dir(path.parent)
+
+
+def printable_path(path: str) -> str:
+    """A path as valid UTF-8 text, for headers, ledgers and metadata.
+
+    File names are bytes; Python hands undecodable ones over with surrogate
+    escapes, which no JSON encoder accepts. Their bytes are shown as ``\\xNN``.
+    Paths are only data here (files are known by fingerprint), so this is enough.
+    """
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

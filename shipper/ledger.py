@@ -80,8 +80,16 @@ class Ledger:
             },
             option=orjson.OPT_APPEND_NEWLINE,
         )
-        os.write(self._fd, line)
-        os.fsync(self._fd)
+        size = os.fstat(self._fd).st_size
+        try:
+            written = os.write(self._fd, line)
+            if written != len(line):
+                raise OSError(f"short write to {self.path}: {written} of {len(line)} bytes")
+            os.fsync(self._fd)
+        except OSError:
+            # Take back a torn line (disk full), so the retry's line starts on its own.
+            os.ftruncate(self._fd, size)
+            raise
 
     def close(self) -> None:
         if self._fd is not None:

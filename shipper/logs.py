@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = ["JsonLineFormatter", "ThrottledLog", "setup_logging"]
 
+import json
 import logging
 import sys
 import time
@@ -29,7 +30,11 @@ class JsonLineFormatter(logging.Formatter):
                 data[key] = value
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(data, default=str).decode()
+        try:
+            return orjson.dumps(data, default=str).decode()
+        except (TypeError, orjson.JSONEncodeError):
+            # e.g. a file name that is not UTF-8: escape it rather than lose the line.
+            return json.dumps(data, default=str)
 
 
 def setup_logging(level: str = "INFO") -> None:

@@ -147,6 +147,7 @@ class Spool:
         self._next_seq = 1
         #: Bytes of entries on disk; seals and deliveries run in different threads.
         self.used_bytes = 0
+        self.entry_count = 0
         self._lock = threading.Lock()
 
     def recover(self) -> list[SpoolEntry]:
@@ -170,13 +171,14 @@ class Spool:
         if entries:
             self._next_seq = entries[-1].seq + 1
         self.used_bytes = sum(e.size for e in entries)
+        self.entry_count = len(entries)
         fsync_dir(self.directory)
         return entries
 
     def set_aside(self, entry: SpoolEntry, reason: str) -> None:
         """Move a damaged entry out of the upload path, keeping it for inspection."""
         self._set_aside(entry.path, reason)
-        self._account(-entry.size)
+        self._account(-entry.size, -1)
 
     def _set_aside(self, path: Path, reason: str) -> None:
         # A renamed entry that fails its checksum was damaged after it was fsynced
@@ -243,7 +245,7 @@ class Spool:
         write_synced(tmp, data)
         tmp.replace(final)
         fsync_dir(self.directory)
-        self._account(len(data))
+        self._account(len(data), 1)
         return self._entry(final, header, len(data))
 
     def read_body(self, entry: SpoolEntry) -> bytes:
@@ -253,8 +255,9 @@ class Spool:
 
     def remove(self, entry: SpoolEntry) -> None:
         entry.path.unlink(missing_ok=True)
-        self._account(-entry.size)
+        self._account(-entry.size, -1)
 
-    def _account(self, delta: int) -> None:
+    def _account(self, size: int, count: int) -> None:
         with self._lock:
-            self.used_bytes += delta
+            self.used_bytes += size
+            self.entry_count += count

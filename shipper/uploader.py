@@ -126,38 +126,62 @@ class Uploader:
                 self._queue.task_done()
 
     async def _deliver(self, loop: asyncio.AbstractEventLoop, entry: SpoolEntry) -> None:
+        """Put, then record; on any failure wait and start over. A worker never dies.
+
+        A retry after the put succeeded but the ledger write failed (disk full) puts
+        the same bytes to the same key again: the store answers 412, and the entry is
+        recorded then.
+        """
         attempt = 0
         while True:
             started = time.monotonic()
             try:
-                outcome = await loop.run_in_executor(self._executor, self._put, entry)
-                break
-            except SpoolCorruptError as exc:
-                await loop.run_in_executor(self._executor, self.spool.set_aside, entry, str(exc))
-                self.counters["spool_corrupt"] += 1
-                self.on_space_freed()
-                return
+                outcome = await loop.run_in_executor(self._executor, self._deliver_once, entry)
             except SinkError as exc:
-                attempt += 1
-                self.counters["retries_retriable" if exc.retriable else "retries_permanent"] += 1
-                self._failures.warn(
-                    "upload failed; retrying",
-                    key=entry.key,
-                    attempt=attempt,
-                    retriable=exc.retriable,
-                    error=str(exc),
-                    backlog=self.backlog,
-                )
-                await asyncio.sleep(self.backoff.delay(attempt, self._rng))
-        log.debug(
-            "delivered",
-            extra={"key": entry.key, "outcome": outcome.value, "secs": time.monotonic() - started},
-        )
-        await loop.run_in_executor(self._executor, self._record, entry, outcome)
-        self.counters[f"objects_{outcome.value}"] += 1
-        self.counters["bytes_uploaded"] += entry.size
-        self.last_success = time.time()
+                reason = "retriable" if exc.retriable else "permanent"
+                failure: dict[str, object] = {"retriable": exc.retriable, "error": str(exc)}
+            except OSError as exc:  # the spool or the ledger, on our own disk
+                reason, failure = "local_io", {"error": str(exc)}
+            except Exception as exc:  # a bug must not silently stop this worker
+                log.exception("unexpected upload error", extra={"key": entry.key})
+                reason, failure = "internal", {"error": repr(exc)}
+            else:
+                break
+            attempt += 1
+            self.counters[f"retries_{reason}"] += 1
+            self._failures.warn(
+                "upload failed; retrying",
+                key=entry.key,
+                attempt=attempt,
+                reason=reason,
+                backlog=self.backlog,
+                **failure,
+            )
+            await asyncio.sleep(self.backoff.delay(attempt, self._rng))
+        if outcome is not None:
+            log.debug(
+                "delivered",
+                extra={
+                    "key": entry.key,
+                    "outcome": outcome.value,
+                    "secs": time.monotonic() - started,
+                },
+            )
+            self.counters[f"objects_{outcome.value}"] += 1
+            self.counters["bytes_uploaded"] += entry.size
+            self.last_success = time.time()
         self.on_space_freed()
+
+    def _deliver_once(self, entry: SpoolEntry) -> PutOutcome | None:
+        """Runs in a thread. None when the entry was damaged on disk and set aside."""
+        try:
+            outcome = self._put(entry)
+        except SpoolCorruptError as exc:
+            self.spool.set_aside(entry, str(exc))
+            self.counters["spool_corrupt"] += 1
+            return None
+        self._record(entry, outcome)
+        return outcome
 
     def _put(self, entry: SpoolEntry) -> PutOutcome:
         body = self.spool.read_body(entry)

@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from shipper.exit_codes import ExitCode
 from tests.support.daemon import ShipperProcess
@@ -26,6 +26,7 @@ class Shipping:
     batch_max_age_secs: float = 0.5
     include: str = "*.log"
     extra_toml: str = ""
+    source_toml: str = ""
     daemon: ShipperProcess = field(init=False)
 
     def __post_init__(self) -> None:
@@ -55,6 +56,7 @@ class Shipping:
             "[sources.app]\n"
             f'include = ["{self.logs}/{self.include}"]\n'
             "rotate_wait_secs = 1\n"
+            f"{self.source_toml}\n"
             "[enrich]\n"
             'fields = { service = "e2e" }\n'
             "[batch]\n"
@@ -63,6 +65,12 @@ class Shipping:
             "[sink]\n"
             f"{sink}"
         )
+
+    def reconfigure(self, **changes: Any) -> None:
+        """Change settings for the next start of the daemon."""
+        for name, value in changes.items():
+            setattr(self, name, value)
+        self.config.write_text(self._toml())
 
     def delivered(self) -> Counter[int]:
         if self.sink == "s3":

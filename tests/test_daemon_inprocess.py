@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import itertools
+import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from shipper.config import parse_config
 from shipper.daemon import Daemon
@@ -20,9 +23,12 @@ from shipper.spool import SpoolEntry
 from tests.support.store import assert_exact, dir_seqs
 
 
-def settings_for(tmp_path: Path, sink_root: Path, read_from: str = "beginning") -> Any:
+def settings_for(
+    tmp_path: Path, sink_root: Path, read_from: str = "beginning", **extra: Any
+) -> Any:
     return parse_config(
         {
+            **extra,
             "state_dir": str(tmp_path / "state"),
             "poll_interval_secs": 0.2,
             "shutdown_timeout_secs": 10,
@@ -124,6 +130,7 @@ def test_odd_lines_are_kept_flagged_never_lost(tmp_path: Path) -> None:
         b"\n"
         b'{"seq": 7, "deep": ' + b"[" * 2000 + b"]" * 2000 + b"}\n"
         b'{"seq": 8, "big": 123456789012345678901234567890}\n'
+        b'{"seq": 10, "deep": ' + b"[" * 300 + b"]" * 300 + b"}\n"
         b'{"seq": 9, "unterminated": true'
     )
     daemon = Daemon(settings_for(tmp_path, tmp_path / "shipped"))
@@ -131,7 +138,7 @@ def test_odd_lines_are_kept_flagged_never_lost(tmp_path: Path) -> None:
     assert rc == ExitCode.OK
     records = shipped_records(tmp_path / "shipped")
     by_message = {str(r.get("message", r.get("seq"))): r for r in records}
-    assert len(records) == 9, (
+    assert len(records) == 10, (
         records
     )  # the unterminated last line of a live file is held, not shipped
     first = next(r for r in records if r.get("seq") == 0)
@@ -143,13 +150,16 @@ def test_odd_lines_are_kept_flagged_never_lost(tmp_path: Path) -> None:
     assert next(r for r in records if r.get("message") == [5, 6])["shipper_flags"] == ["wrapped"]
     assert by_message[""]["shipper_flags"] == ["wrapped"]
     assert any(str(r.get("message", "")).startswith('{"seq": 7') for r in records)
+    # Parsed but too deep for the encoder: shipped as its text, flagged.
+    too_deep = next(r for r in records if str(r.get("message", "")).startswith('{"seq": 10'))
+    assert too_deep["shipper_flags"] == ["unencodable"]
     # Integers beyond 64 bits become doubles, as jq and JavaScript read them.
     assert next(r for r in records if r.get("seq") == 8)["big"] == 1.2345678901234568e29
     # Restarted after the line is finished: it is shipped once, whole.
     with log_file.open("ab") as f:
         f.write(b"}\n")
     daemon = Daemon(settings_for(tmp_path, tmp_path / "shipped"))
-    rc = asyncio.run(run_until(daemon, lambda: len(shipped_records(tmp_path / "shipped")) >= 10))
+    rc = asyncio.run(run_until(daemon, lambda: len(shipped_records(tmp_path / "shipped")) >= 11))
     assert [r for r in shipped_records(tmp_path / "shipped") if r.get("seq") == 9] == [
         {"seq": 9, "unterminated": True, "host": first["shipper_host"]}
     ]
@@ -208,3 +218,98 @@ def test_copytruncate_reads_the_new_content_from_its_start(tmp_path: Path) -> No
 
     assert asyncio.run(scenario()) == ExitCode.OK
     assert dir_seqs(shipped) == Counter([*range(130), *range(1000, 1300)])
+
+
+def test_same_first_line_rewrite_is_a_new_generation_read_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log_file = tmp_path / "logs" / "app.log"
+    shipped = tmp_path / "shipped"
+    banner = b"service starting\n"  # the same first line every time the file is rewritten
+    log_file.parent.mkdir(parents=True)
+    log_file.write_bytes(banner)
+    write_lines(log_file, range(100))
+
+    async def scenario() -> ExitCode:
+        daemon = Daemon(settings_for(tmp_path, shipped))
+        task = asyncio.create_task(daemon.run())
+        await poll_until(lambda: len(shipped_records(shipped)) >= 101)
+        log_file.write_bytes(banner)  # truncate and rewrite: same head, shorter file
+        write_lines(log_file, range(100, 110))
+        await poll_until(lambda: len(shipped_records(shipped)) >= 112)
+        daemon.request_stop()
+        return await task
+
+    with caplog.at_level(logging.WARNING):
+        assert asyncio.run(scenario()) == ExitCode.OK
+    records = shipped_records(shipped)
+    assert_exact(Counter(r["seq"] for r in records if "seq" in r), range(110))
+    banners = [r for r in records if r.get("message") == "service starting"]
+    assert len(banners) == 2  # once per generation
+    rewrites = [r for r in caplog.records if "rewritten in place" in r.getMessage()]
+    assert len(rewrites) == 1, "the rewrite is noticed once, not in a loop"
+
+
+def test_non_utf8_file_names_are_shipped(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    odd_name = os.fsdecode(bytes(logs) + b"/caf\xe9.log")  # Latin-1 name, not UTF-8
+    write_lines(Path(odd_name), range(50))
+    daemon = Daemon(settings_for(tmp_path, tmp_path / "shipped"))
+    rc = asyncio.run(run_until(daemon, lambda: dir_seqs(tmp_path / "shipped").total() >= 50))
+    assert rc == ExitCode.OK
+    assert_exact(dir_seqs(tmp_path / "shipped"), range(50))
+    ledger = (tmp_path / "state/ledger.jsonl").read_text()
+    assert "caf\\\\xe9.log" in ledger
+
+
+def test_a_failing_ledger_write_does_not_stop_the_uploads(tmp_path: Path) -> None:
+    write_lines(tmp_path / "logs" / "app.log", range(1000))
+    daemon = Daemon(settings_for(tmp_path, tmp_path / "shipped"))
+    real_append = daemon.ledger.append
+    failures = {"left": 6}
+
+    def append_with_disk_full(entry: SpoolEntry, *, outcome: str) -> None:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_append(entry, outcome=outcome)
+
+    daemon.ledger.append = append_with_disk_full  # type: ignore[method-assign]
+
+    def all_recorded() -> bool:
+        ledger = tmp_path / "state/ledger.jsonl"
+        lines = ledger.read_bytes().splitlines() if ledger.exists() else []
+        return sum(orjson.loads(x)["records"] for x in lines) >= 1000
+
+    assert asyncio.run(run_until(daemon, all_recorded)) == ExitCode.OK
+    assert failures["left"] == 0
+    assert_exact(dir_seqs(tmp_path / "shipped"), range(1000))
+    assert daemon.uploader is not None
+    assert daemon.uploader.counters["retries_local_io"] == 6
+    assert daemon.uploader.counters["objects_already_present"] >= 1  # re-put after the failure
+    assert list((tmp_path / "state" / "spool").glob("*.entry")) == []
+
+
+def test_spool_entry_count_bounds_what_is_read_during_an_outage(tmp_path: Path) -> None:
+    write_lines(tmp_path / "logs" / "app.log", range(3000))
+    blocked = tmp_path / "shipped"
+    blocked.write_bytes(b"")  # every put fails until this becomes a directory
+    daemon = Daemon(settings_for(tmp_path, blocked, spool={"max_entries": 4}))
+    most_entries = 0
+
+    async def scenario() -> ExitCode:
+        nonlocal most_entries
+        task = asyncio.create_task(daemon.run())
+        await poll_until(lambda: daemon.spool.entry_count >= 4)
+        for _ in range(20):  # the reader is paused: the count stays at its bound
+            most_entries = max(most_entries, daemon.spool.entry_count)
+            await asyncio.sleep(0.05)
+        blocked.unlink()
+        await poll_until(lambda: blocked.is_dir() and dir_seqs(blocked).total() >= 3000)
+        daemon.request_stop()
+        return await task
+
+    assert asyncio.run(scenario()) == ExitCode.OK
+    assert most_entries <= 4 + 1  # one read may seal a batch past the bound
+    assert_exact(dir_seqs(blocked), range(3000))

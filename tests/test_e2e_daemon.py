@@ -7,6 +7,7 @@ import itertools
 import random
 import shutil
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -216,3 +217,51 @@ def test_second_signal_forces_the_exit_and_the_spool_keeps_the_rest(
         seaweed.start()
     shipping.daemon.start()
     shipping.finish(5000)
+
+
+def test_kill9_before_a_new_files_first_batch_with_read_from_end(tmp_path: Path) -> None:
+    # read_from = "end" applies to files never seen; a file the daemon opened and
+    # read, but did not seal yet, must not become "never seen" after a crash.
+    shipping = Shipping(
+        tmp_path, "directory", batch_max_age_secs=3600, source_toml='read_from = "end"'
+    )
+    run_writer(shipping.logs / "app.log", 0, 100)  # before the first start: skipped
+    with shipping.daemon:
+        wait_for(lambda: "tailing file" in shipping.daemon.log_text(), 30)
+        run_writer(shipping.logs / "app.log", 100, 100)
+        run_writer(shipping.logs / "new.log", 200, 100)
+        wait_for(lambda: 'new.log","fingerprint"' in shipping.daemon.log_text(), 30)
+        shipping.daemon.kill9()
+        assert shipping.delivered().total() == 0  # nothing sealed: all still in the files
+        shipping.reconfigure(batch_max_age_secs=0.5)
+        shipping.daemon.start()
+        assert_exact(shipping.wait_delivered(200), range(100, 300))
+        assert shipping.daemon.terminate() == ExitCode.OK
+    assert_exact(shipping.delivered(), range(100, 300))
+
+
+def test_second_signal_exits_at_once_while_the_store_hangs(tmp_path: Path) -> None:
+    # A "store" that accepts connections and never answers: puts hang for their timeout.
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)
+        port = hung.getsockname()[1]
+        shipping = Shipping(tmp_path, "directory")
+        shipping.config.write_text(
+            shipping.config.read_text().split("[sink]")[0]
+            + f'[sink]\ntype = "s3"\nbucket = "hung"\nendpoint_url = "http://127.0.0.1:{port}"\n'
+        )
+        shipping.daemon = ShipperProcess(
+            shipping.config,
+            tmp_path,
+            {"AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SK", "AWS_DEFAULT_REGION": "x"},
+        )
+        run_writer(shipping.logs / "app.log", 0, 100)
+        with shipping.daemon:
+            wait_for(lambda: list((shipping.state / "spool").glob("*.entry")), 30)
+            shipping.daemon.send_signal(signal.SIGTERM)
+            wait_for(lambda: "stopping" in shipping.daemon.log_text(), 30)
+            shipping.daemon.send_signal(signal.SIGINT)
+            # Far below the 60 s read timeout of the hung put.
+            assert shipping.daemon.wait(15) == ExitCode.FORCED
+        assert list((shipping.state / "spool").glob("*.entry"))  # kept for the next start

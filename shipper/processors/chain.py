@@ -59,9 +59,18 @@ class Chain:
                 continue
             if flags:
                 record.setdefault(flags_field, flags)
+            try:
+                encoded = dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+            except (TypeError, orjson.JSONEncodeError):
+                # Parsed but not encodable (nested deeper than the encoder goes): ship
+                # the line as text rather than lose it or stop on it.
+                counters["unencodable"] += 1
+                text = line.decode("utf-8", "replace")
+                record = {"message": text, flags_field: [*flags, "unencodable"]}
+                encoded = dumps(record, option=orjson.OPT_APPEND_NEWLINE)
             # Appended to one buffer at once: orjson's result over-allocates, and keeping
             # thousands of them alive would cost several times the data's size.
-            data += dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+            data += encoded
             out.bounds.append(len(data))
             out.ends.append(end)
             out.times.append(record_time(record, read_time))

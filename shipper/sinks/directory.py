@@ -29,7 +29,7 @@ class DirectorySink:
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            write_synced(tmp, obj.body)
+            write_synced(tmp, obj.body)  # removes its partial file if it fails
             try:
                 os.link(tmp, final)
                 outcome = PutOutcome.STORED

@@ -23,12 +23,17 @@ class Fingerprint:
     #: a later change of ``fingerprint_bytes`` still recognises known files.
     head_len: int
     head_sha256: str
+    #: Counts rewrites in place that kept the same first line (truncate, then the
+    #: same banner again): each is a new file whose byte ranges must get new keys.
+    generation: int = 0
 
     @property
     def id(self) -> str:
         """A short stable name, used in checkpoints, spool headers and object keys."""
-        material = f"{self.dev}:{self.ino}:{self.head_len}:{self.head_sha256}".encode()
-        return hashlib.blake2b(material, digest_size=8).hexdigest()
+        material = f"{self.dev}:{self.ino}:{self.head_len}:{self.head_sha256}"
+        if self.generation:
+            material += f":{self.generation}"
+        return hashlib.blake2b(material.encode(), digest_size=8).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -37,6 +42,7 @@ class Fingerprint:
             "ino": self.ino,
             "head_len": self.head_len,
             "head_sha256": self.head_sha256,
+            "generation": self.generation,
         }
 
     @classmethod
@@ -46,6 +52,7 @@ class Fingerprint:
             ino=int(data["ino"]),
             head_len=int(data["head_len"]),
             head_sha256=str(data["head_sha256"]),
+            generation=int(data.get("generation", 0)),
         )
 
     def matches_head(self, head: bytes) -> bool:

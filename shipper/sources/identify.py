@@ -7,7 +7,7 @@ __all__ = ["Identified", "end_of_last_line", "identify"]
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shipper.sources.checkpoints import Checkpoint
 from shipper.sources.fingerprint import Fingerprint, head_of
@@ -20,6 +20,8 @@ class Identified:
     #: The checkpoint it resumes from, or None for a never-seen file.
     known: Checkpoint | None
     size: int
+    #: A known file rewritten in place with the same first line: read it from byte 0.
+    rewritten: bool = False
 
 
 def identify(
@@ -41,9 +43,15 @@ def identify(
         same_inode = candidates.get((st.st_dev, st.st_ino), ())
         longest = max([fingerprint_bytes, *(c.fingerprint.head_len for c in same_inode)])
         head = os.pread(fd, longest, 0)
-        for checkpoint in same_inode:
-            if checkpoint.fingerprint.matches_head(head):
-                return Identified(fd, checkpoint.fingerprint, checkpoint, st.st_size)
+        matching = [c for c in same_inode if c.fingerprint.matches_head(head)]
+        if matching:
+            latest = max(matching, key=lambda c: c.fingerprint.generation)
+            if st.st_size >= latest.offset:
+                return Identified(fd, latest.fingerprint, latest, st.st_size)
+            # Same first line, yet shorter than what was read of it: rewritten in
+            # place. A new generation gets new keys, so no range is confused with the old.
+            fingerprint = replace(latest.fingerprint, generation=latest.fingerprint.generation + 1)
+            return Identified(fd, fingerprint, None, st.st_size, rewritten=True)
         identifying = head_of(head, fingerprint_bytes)
         if identifying is None:
             os.close(fd)
