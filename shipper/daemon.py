@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import fcntl
 import functools
-import hashlib
 import logging
 import os
 import signal
@@ -25,27 +24,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import watchfiles
-import zstandard
 
 from shipper.batching import Batch, Batcher, BatchLimits
-from shipper.config import Settings, SinkSettings
+from shipper.config import Settings
+from shipper.encoding import encode_batch
 from shipper.errors import StateError
 from shipper.exit_codes import ExitCode
 from shipper.fsutil import printable_path
-from shipper.keys import object_key
 from shipper.ledger import Ledger
 from shipper.logs import ThrottledLog
-from shipper.processors.chain import Chain
-from shipper.processors.enrich import Enrich
+from shipper.processors import build_chain
 from shipper.recovery import resume_positions
-from shipper.sinks.base import Sink
-from shipper.sinks.directory import DirectorySink
-from shipper.sinks.s3 import S3Sink
+from shipper.sinks import Sink, build_sink
 from shipper.sources.checkpoints import Checkpoint, CheckpointStore
 from shipper.sources.discovery import discover, watch_roots
 from shipper.sources.identify import Identified, end_of_last_line, identify
 from shipper.sources.tail import FileTailer, LineChunk
-from shipper.spool import Segment, Spool, SpoolEntry
+from shipper.spool import Spool, SpoolEntry
 from shipper.uploader import Uploader
 
 log = logging.getLogger(__name__)
@@ -57,19 +52,6 @@ IDLE_WAIT_SECS = 0.25
 InodeKey = tuple[int, int]
 
 
-def build_sink(settings: SinkSettings) -> Sink:
-    if settings.type == "directory":
-        assert settings.path is not None
-        return DirectorySink(settings.path)
-    assert settings.bucket is not None
-    return S3Sink(
-        bucket=settings.bucket,
-        endpoint_url=settings.endpoint_url,
-        region=settings.region,
-        storage_class=settings.storage_class,
-    )
-
-
 @dataclass(slots=True)
 class ActiveFile:
     tailer: FileTailer
@@ -79,8 +61,8 @@ class ActiveFile:
     at_eof: bool = False
     #: The file shrank below what was read (copytruncate): finish it, then re-identify.
     truncated: bool = False
-    #: Batches cut but not yet sealed because a seal failed (disk full, ...). They are
-    #: sealed, in order, before the file is read any further.
+    #: Batches cut but not yet sealed (spool full, a failed write). They are sealed,
+    #: in order, before the file is read any further.
     unsealed: list[Batch] = field(default_factory=list)
 
 
@@ -104,18 +86,7 @@ class Daemon:
         self.limits = BatchLimits(
             settings.batch.max_bytes, settings.batch.max_records, settings.batch.max_age_secs
         )
-        enrich_fields: dict[str, object] = {}
-        if settings.enrich.host:
-            enrich_fields["host"] = self.host
-        enrich_fields.update(settings.enrich.fields)
-        self.chain = Chain([], flags_field=settings.enrich.collision_prefix + "flags")
-        self.chain.processors = (
-            Enrich(
-                enrich_fields,
-                collision_prefix=settings.enrich.collision_prefix,
-                counters=self.chain.counters,
-            ),
-        )
+        self.chain = build_chain(settings.enrich, host=self.host)
         self.known: dict[str, Checkpoint] = {}
         self.active: dict[InodeKey, ActiveFile] = {}
         self.uploader: Uploader | None = None
@@ -399,29 +370,9 @@ class Daemon:
 
     def _seal(self, batch: Batch) -> SpoolEntry:
         """Encode, compress and durably spool one batch. Runs in a thread."""
-        body = batch.body
-        compressed = zstandard.ZstdCompressor(level=self.settings.sink.compression_level).compress(
-            body
-        )
-        fingerprint = batch.fingerprint
-        return self.spool.seal(
-            key=object_key(
-                prefix=self.settings.sink.prefix,
-                source=batch.source,
-                fingerprint_id=fingerprint.id,
-                start=batch.start,
-                end=batch.end,
-                first_time=batch.first_time,
-            ),
-            source=batch.source,
-            segments=[Segment(fingerprint, batch.path, batch.start, batch.end, batch.lines)],
-            records=batch.records,
-            body=compressed,
-            body_sha256=hashlib.sha256(body).hexdigest(),
-            uncompressed_bytes=len(body),
-            codec="zstd",
-            first_time=batch.first_time,
-        )
+        sink = self.settings.sink
+        encoded = encode_batch(batch, prefix=sink.prefix, compression_level=sink.compression_level)
+        return self.spool.seal(encoded)
 
     def _accept(self, entries: list[SpoolEntry]) -> None:
         """Entries are durable: advance their files' checkpoints and queue the uploads."""

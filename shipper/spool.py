@@ -20,13 +20,16 @@ import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from shipper.errors import SpoolCorruptError
 from shipper.fsutil import fsync_dir, write_synced
 from shipper.sources.fingerprint import Fingerprint
+
+if TYPE_CHECKING:
+    from shipper.encoding import EncodedBatch
 
 log = logging.getLogger(__name__)
 
@@ -211,32 +214,20 @@ class Spool:
             size=size,
         )
 
-    def seal(
-        self,
-        *,
-        key: str,
-        source: str,
-        segments: list[Segment],
-        records: int,
-        body: bytes,
-        body_sha256: str,
-        uncompressed_bytes: int,
-        codec: str,
-        first_time: float,
-    ) -> SpoolEntry:
+    def seal(self, batch: EncodedBatch) -> SpoolEntry:
         """Write one entry durably. When this returns, the batch survives any crash."""
         header = {
             "version": SPOOL_FORMAT_VERSION,
-            "key": key,
-            "source": source,
-            "segments": [s.to_json() for s in segments],
-            "records": records,
-            "body_sha256": body_sha256,
-            "uncompressed_bytes": uncompressed_bytes,
-            "codec": codec,
-            "first_time": first_time,
+            "key": batch.key,
+            "source": batch.source,
+            "segments": [s.to_json() for s in batch.segments],
+            "records": batch.records,
+            "body_sha256": batch.body_sha256,
+            "uncompressed_bytes": batch.uncompressed_bytes,
+            "codec": batch.codec,
+            "first_time": batch.first_time,
         }
-        data = encode_entry(header, body)
+        data = encode_entry(header, batch.body)
         with self._lock:
             seq = self._next_seq
             self._next_seq += 1

@@ -18,6 +18,7 @@ import pytest
 
 from shipper.config import parse_config
 from shipper.daemon import Daemon
+from shipper.encoding import EncodedBatch
 from shipper.exit_codes import ExitCode
 from shipper.spool import SpoolEntry
 from tests.support.store import assert_exact, dir_seqs
@@ -76,11 +77,11 @@ def test_failed_spool_writes_are_retried_in_order_without_a_hole(tmp_path: Path)
     real_seal = daemon.spool.seal
     failures = {"left": 5}
 
-    def seal_with_disk_full(**kwargs: Any) -> SpoolEntry:
+    def seal_with_disk_full(batch: EncodedBatch) -> SpoolEntry:
         if failures["left"] > 0:
             failures["left"] -= 1
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_seal(**kwargs)
+        return real_seal(batch)
 
     daemon.spool.seal = seal_with_disk_full  # type: ignore[method-assign]
     rc = asyncio.run(run_until(daemon, lambda: dir_seqs(tmp_path / "shipped").total() >= 2000))

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from shipper.encoding import EncodedBatch
 from shipper.errors import SpoolCorruptError
 from shipper.ledger import Ledger
 from shipper.recovery import resume_positions
@@ -17,15 +18,17 @@ def seal(
     spool: Spool, start: int, end: int, fp: Fingerprint = FP, body: bytes = b"zzz"
 ) -> SpoolEntry:
     return spool.seal(
-        key=f"k-{start}-{end}",
-        source="app",
-        segments=[Segment(fp, "/l/app.log", start, end, 3)],
-        records=3,
-        body=body,
-        body_sha256="00" * 32,
-        uncompressed_bytes=99,
-        codec="zstd",
-        first_time=1.0,
+        EncodedBatch(
+            key=f"k-{start}-{end}",
+            source="app",
+            segments=(Segment(fp, "/l/app.log", start, end, 3),),
+            records=3,
+            body=body,
+            body_sha256="00" * 32,
+            uncompressed_bytes=99,
+            codec="zstd",
+            first_time=1.0,
+        )
     )
 
 

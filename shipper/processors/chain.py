@@ -27,11 +27,18 @@ class DropRecord(Exception):
 
 
 class Chain:
-    def __init__(self, processors: Sequence[Processor], *, flags_field: str) -> None:
+    def __init__(
+        self,
+        processors: Sequence[Processor],
+        *,
+        flags_field: str,
+        counters: Counter[str] | None = None,
+    ) -> None:
         self.processors = tuple(processors)
         self.flags_field = flags_field
-        #: Outcome counters (parsed, wrapped, invalid_utf8, dropped, ...), for metrics.
-        self.counters: Counter[str] = Counter()
+        #: Outcome counters (parsed, wrapped, invalid_utf8, dropped, ...), shared with the
+        #: processors that count their own outcomes; exposed to metrics.
+        self.counters: Counter[str] = Counter() if counters is None else counters
 
     def run(
         self,

@@ -176,18 +176,8 @@ class ShipperProcess:
         If the daemon has not exited by then it is SIGKILLed and ``AssertionError`` raised
         with the tail of its log. An already-exited daemon just returns its code.
         """
-        proc = self._require()
-        if proc.poll() is not None:
-            return proc.returncode
         self.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill9()
-            raise AssertionError(
-                f"{self.name} (pid {proc.pid}) did not exit within {timeout}s of SIGTERM;"
-                f" killed it. Log {self.log_path}:\n{self.log_tail()}"
-            ) from None
+        return self.wait(timeout)
 
     def kill9(self) -> int:
         """SIGKILL (a crash: no drain, no cleanup) and reap; returns the exit code."""
