@@ -63,6 +63,8 @@ class SourceSettings:
     fingerprint_bytes: int = 256
     rotate_wait_secs: float = 5.0
     read_chunk_bytes: int = MiB
+    #: Longer lines are cut to this length and flagged "truncated"; the rest is skipped.
+    max_line_bytes: int = MiB
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,7 +119,12 @@ class Settings:
     spool: SpoolSettings = field(default_factory=SpoolSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     poll_interval_secs: float = 1.0
+    #: Whether file change events (inotify) wake the reader; off, polling alone finds
+    #: changes every ``poll_interval_secs`` (NFS, some overlay filesystems).
+    file_events: bool = True
     shutdown_timeout_secs: float = 30.0
+    #: Checkpoints of files not seen for this long are forgotten (the files are gone).
+    checkpoint_grace_secs: float = 7 * 86400.0
     config_path: Path | None = None
 
 
@@ -200,6 +207,8 @@ def parse_config(
     health = _parse_health(root.table("health"))
     poll_interval = root.seconds("poll_interval_secs", 1.0)
     shutdown_timeout = root.seconds("shutdown_timeout_secs", 30.0, allow_zero=True)
+    file_events = root.boolean("file_events", True)
+    checkpoint_grace = root.seconds("checkpoint_grace_secs", 7 * 86400.0)
     if problems or sink is None:
         raise ConfigError(problems)
     return Settings(
@@ -211,7 +220,9 @@ def parse_config(
         sink=sink,
         health=health,
         poll_interval_secs=poll_interval,
+        file_events=file_events,
         shutdown_timeout_secs=shutdown_timeout,
+        checkpoint_grace_secs=checkpoint_grace,
     )
 
 
@@ -453,6 +464,7 @@ def _parse_source(name: str, table: _Table, base_dir: Path) -> SourceSettings:
         fingerprint_bytes=table.size("fingerprint_bytes", 256, 16, 64 * KiB),
         rotate_wait_secs=table.seconds("rotate_wait_secs", 5.0),
         read_chunk_bytes=table.size("read_chunk_bytes", MiB, 4 * KiB, 64 * MiB),
+        max_line_bytes=table.size("max_line_bytes", MiB, 1 * KiB, 256 * MiB),
     )
 
 

@@ -20,7 +20,7 @@ import signal
 import socket
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import watchfiles
@@ -37,7 +37,7 @@ from shipper.processors import build_chain
 from shipper.recovery import resume_positions
 from shipper.sinks import Sink, build_sink
 from shipper.sources.checkpoints import Checkpoint, CheckpointStore
-from shipper.sources.discovery import discover, watch_roots
+from shipper.sources.discovery import discover, find_by_inode, watch_roots
 from shipper.sources.identify import Identified, end_of_last_line, identify
 from shipper.sources.tail import FileTailer, LineChunk
 from shipper.spool import Spool, SpoolEntry
@@ -299,7 +299,10 @@ class Daemon:
     async def _read_round(self) -> bool:
         """One chunk from every active file; True if any produced bytes."""
         progressed = False
-        for active in list(self.active.values()):
+        actives = list(self.active.values())
+        # Lines of a rotated file come before those of its successor.
+        draining = [a for a in actives if a.tailer.rotated and not a.at_eof]
+        for active in draining or actives:
             if self._stopping.is_set():
                 break
             result = await asyncio.to_thread(self._read_step, active)
@@ -333,7 +336,7 @@ class Daemon:
 
     def _process(self, active: ActiveFile, chunk: LineChunk) -> None:
         out = self.chain.run(
-            chunk.lines, chunk.ends, read_time=chunk.read_time, partial_index=chunk.partial_index
+            chunk.lines, chunk.ends, read_time=chunk.read_time, line_flags=chunk.flags
         )
         active.unsealed += active.batcher.add(out, time.monotonic())
 
@@ -388,6 +391,7 @@ class Daemon:
                 else:
                     checkpoint.offset = max(checkpoint.offset, segment.end)
                     checkpoint.path = segment.path
+                    checkpoint.seen_at = time.time()
             self._checkpoints_dirty = True
             self.uploader.submit(entry)
 
@@ -474,13 +478,63 @@ class Daemon:
                 active.tailer.rotated = False
             elif identified is not None:
                 opened.append(self._open(source, path, inode, identified, initial=initial))
+        if initial:
+            opened += await self._reopen_rotated_while_down(seen, by_inode)
         await self._start_tailing(opened)
+        now = time.time()
         for inode, active in self.active.items():
+            tailed = self.known.get(active.tailer.fingerprint.id)
+            if tailed is not None:
+                tailed.seen_at = now
             if inode not in seen and not active.tailer.rotated:
                 active.tailer.rotated = True
                 log.info(
                     "file rotated away; reading it to its end", extra={"path": active.tailer.path}
                 )
+
+    async def _reopen_rotated_while_down(
+        self, seen: set[InodeKey], by_inode: dict[InodeKey, list[Checkpoint]]
+    ) -> list[ActiveFile]:
+        """At start: find files with unread lines that were renamed out of the globs.
+
+        A rotation while the daemon was down moves a half-read file to a name the
+        globs may not match (``app.log.1``). It is looked for by device and inode in
+        the directories the sources watch and where known files last were, checked
+        by its first line, and read to its end before the new files.
+        """
+        missing = {inode for inode in by_inode if inode not in seen}
+        if not missing:
+            return []
+        places = {Path(c.path).parent for c in self.known.values()}
+        places.update(watch_roots(self.settings.sources))
+        found = await asyncio.to_thread(find_by_inode, sorted(places), missing)
+        reopened: list[ActiveFile] = []
+        for path, inode in found:
+            try:
+                # Only known files are wanted here; the head length of a new file is moot.
+                identified = await asyncio.to_thread(
+                    identify, path, fingerprint_bytes=256, candidates=by_inode
+                )
+            except OSError as exc:
+                self._warnings.warn("cannot open rotated file", path=path, error=str(exc))
+                continue
+            if identified is None:
+                continue
+            known = identified.known
+            if known is None or identified.size <= known.offset:
+                os.close(identified.fd)  # another file now, or nothing left to read
+                continue
+            if known.source not in self.settings.sources:
+                os.close(identified.fd)  # its source was removed from the config
+                continue
+            active = self._open(known.source, path, inode, identified, initial=False)
+            active.tailer.rotated = True
+            log.info(
+                "found a file rotated while stopped; finishing it first",
+                extra={"path": active.tailer.path, "offset": known.offset},
+            )
+            reopened.append(active)
+        return reopened
 
     def _identify_all(
         self,
@@ -543,6 +597,7 @@ class Daemon:
             fingerprint=found.fingerprint,
             offset=offset,
             chunk_bytes=settings.read_chunk_bytes,
+            max_line_bytes=settings.max_line_bytes,
         )
         batcher = Batcher(
             self.limits,
@@ -585,7 +640,7 @@ class Daemon:
     async def _watch(self) -> None:
         """Change events wake the reader at once; the periodic rescan stays the safety net."""
         roots = watch_roots(self.settings.sources)
-        if not roots:
+        if not roots or not self.settings.file_events:
             return
         try:
             async for changes in watchfiles.awatch(
@@ -611,6 +666,16 @@ class Daemon:
             if self._checkpoints_dirty:
                 await self._persist_checkpoints()
 
+    def _forget_old_checkpoints(self) -> None:
+        """Drop checkpoints of files neither tailed nor found for ``checkpoint_grace_secs``."""
+        cutoff = time.time() - self.settings.checkpoint_grace_secs
+        tailed = {a.tailer.fingerprint.id for a in self.active.values()}
+        old = [f for f, c in self.known.items() if c.seen_at < cutoff and f not in tailed]
+        for fid in old:
+            del self.known[fid]
+        if old:
+            log.info("forgot checkpoints of long-gone files", extra={"count": len(old)})
+
     async def _persist_checkpoints(self) -> None:
         # One writer at a time: the periodic save, a scan's and the final one share a temp file.
         async with self._persist_lock:
@@ -619,10 +684,8 @@ class Daemon:
     async def _persist_checkpoints_now(self) -> None:
         # The snapshot is taken on the event loop, where checkpoints change.
         self._checkpoints_dirty = False
-        snapshot = {
-            fid: Checkpoint(c.fingerprint, c.source, c.path, c.offset)
-            for fid, c in self.known.items()
-        }
+        self._forget_old_checkpoints()
+        snapshot = {fid: replace(c) for fid, c in self.known.items()}
         try:
             await asyncio.to_thread(self.checkpoint_store.save, snapshot)
         except OSError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = ["resume_positions"]
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 from shipper.ledger import LedgerRecord
 from shipper.sources.checkpoints import Checkpoint
@@ -23,9 +24,7 @@ def resume_positions(
     delivered: Iterable[LedgerRecord],
 ) -> dict[str, Checkpoint]:
     """Checkpoints by fingerprint id, each at the largest end any of the three knows."""
-    merged = {
-        fid: Checkpoint(c.fingerprint, c.source, c.path, c.offset) for fid, c in checkpoints.items()
-    }
+    merged = {fid: replace(c) for fid, c in checkpoints.items()}
     segments = [(e.source, s) for e in spooled for s in e.segments]
     segments += [(r.source, r.segment) for r in delivered]
     for source, segment in segments:

@@ -64,7 +64,7 @@ def test_chain_encodes_ndjson_flags_partial_and_honours_drops() -> None:
         [b'{"a":1}', b'{"noise":true}', b"tail"],
         [8, 23, 27],
         read_time=3.0,
-        partial_index=2,
+        line_flags={2: ("partial",)},
     )
     assert bytes(out.data) == (
         b'{"a":1}\n{"message":"tail","shipper_flags":["wrapped","partial"]}\n'

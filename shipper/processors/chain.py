@@ -10,7 +10,7 @@ from __future__ import annotations
 __all__ = ["Chain", "DropRecord", "Processor", "Record"]
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -46,7 +46,7 @@ class Chain:
         ends: list[int],
         *,
         read_time: float,
-        partial_index: int = -1,
+        line_flags: Mapping[int, tuple[str, ...]] | None = None,
     ) -> EncodedRecords:
         out = EncodedRecords()
         data = out.data
@@ -56,8 +56,10 @@ class Chain:
         for index, (line, end) in enumerate(zip(lines, ends, strict=True)):
             record, flags = parse_line(line)
             counters[flags[0] if flags else "parsed"] += 1
-            if index == partial_index:
-                flags = [*flags, "partial"]
+            if line_flags and index in line_flags:
+                for flag in line_flags[index]:
+                    counters[flag] += 1
+                flags = [*flags, *line_flags[index]]
             try:
                 for processor in self.processors:
                     record = processor(record)

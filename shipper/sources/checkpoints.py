@@ -11,7 +11,8 @@ __all__ = ["CHECKPOINT_FORMAT_VERSION", "Checkpoint", "CheckpointStore"]
 
 import logging
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ class Checkpoint:
     path: str
     #: Every byte before this offset is sealed in the spool or delivered.
     offset: int
+    #: Wall-clock time the file was last found or read; old ones are forgotten.
+    seen_at: float = field(default_factory=time.time)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -39,6 +42,7 @@ class Checkpoint:
             "source": self.source,
             "path": self.path,
             "offset": self.offset,
+            "seen_at": self.seen_at,
         }
 
     @classmethod
@@ -48,6 +52,7 @@ class Checkpoint:
             source=str(data["source"]),
             path=str(data["path"]),
             offset=int(data["offset"]),
+            seen_at=float(data.get("seen_at", time.time())),
         )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["discover", "is_excluded", "watch_roots"]
+__all__ = ["discover", "find_by_inode", "is_excluded", "watch_roots"]
 
 import glob
 import os
@@ -52,3 +52,26 @@ def watch_roots(sources: Mapping[str, SourceSettings]) -> list[Path]:
     # A root inside another is covered by the outer one's events only when recursive;
     # keep them all, watchfiles de-duplicates nothing but the cost is small.
     return sorted(roots)
+
+
+def find_by_inode(
+    directories: Iterable[Path], wanted: set[tuple[int, int]]
+) -> list[tuple[str, tuple[int, int]]]:
+    """Regular files in ``directories`` (not below them) whose (device, inode) is wanted."""
+    found: list[tuple[str, tuple[int, int]]] = []
+    for directory in directories:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue  # gone, or not readable: nothing to find there
+        for entry in entries:
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            inode = (st.st_dev, st.st_ino)
+            if inode in wanted:
+                found.append((entry.path, inode))
+    return found

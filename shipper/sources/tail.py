@@ -3,6 +3,8 @@
 A tailer holds the file descriptor, so a file renamed or deleted by rotation
 is still read to its end. It hands out complete lines only; a partial last line
 is held until its newline arrives, or emitted flagged when the file is finished.
+A line longer than ``max_line_bytes`` is cut to that length and flagged; the
+rest of it is skipped as it is read, so memory never holds more than the limit.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from dataclasses import dataclass, field
 
 from shipper.sources.fingerprint import Fingerprint
 
+TRUNCATED = "truncated"
+PARTIAL = "partial"
+
 
 @dataclass(slots=True)
 class LineChunk:
@@ -24,10 +29,17 @@ class LineChunk:
     lines: list[bytes] = field(default_factory=list)
     #: File offset just past each line's terminator: ``ends[i]`` is where line i+1 starts.
     ends: list[int] = field(default_factory=list)
-    #: The index in ``lines`` of a final line that had no newline (finished file), else -1.
-    partial_index: int = -1
+    #: Flags of the odd lines, by index: "truncated" (over max_line_bytes), "partial"
+    #: (no newline at the end of a finished file).
+    flags: dict[int, tuple[str, ...]] = field(default_factory=dict)
     #: Wall-clock time of the read, the record time of lines that carry none.
     read_time: float = 0.0
+
+    def add(self, line: bytes, end: int, *flags: str) -> None:
+        if flags:
+            self.flags[len(self.lines)] = flags
+        self.lines.append(line)
+        self.ends.append(end)
 
 
 class FileTailer:
@@ -42,17 +54,22 @@ class FileTailer:
         fingerprint: Fingerprint,
         offset: int,
         chunk_bytes: int,
+        max_line_bytes: int,
     ) -> None:
         self.source = source
         self.path = path
         self.fingerprint = fingerprint
         self.chunk_bytes = chunk_bytes
+        self.max_line_bytes = max_line_bytes
         #: Where the first line not yet handed out starts.
         self.offset = offset
         #: Set once no watched path leads to this file any more (renamed away or deleted).
         self.rotated = False
         self._fd: int | None = fd
+        #: The start of the line being read (at most ``max_line_bytes`` of it).
         self._pending = b""
+        #: Bytes of an overlong line read past ``_pending`` and dropped.
+        self._skipped = 0
         self.last_growth = time.monotonic()
 
     @property
@@ -61,8 +78,8 @@ class FileTailer:
 
     @property
     def read_position(self) -> int:
-        """Where the next read starts: past the lines handed out and the held partial line."""
-        return self.offset + len(self._pending)
+        """Where the next read starts: past the lines handed out and the line in progress."""
+        return self.offset + len(self._pending) + self._skipped
 
     def replaced_in_place(self) -> bool:
         """Whether the file was truncated or rewritten under us (copytruncate, ``> file``).
@@ -81,35 +98,63 @@ class FileTailer:
         """Read one chunk; return its complete lines, or None at end of file."""
         assert self._fd is not None
         data = os.pread(self._fd, self.chunk_bytes, self.read_position)
-        now = time.time()
         if not data:
             return None
         self.last_growth = time.monotonic()
-        buf = self._pending + data if self._pending else data
+        chunk = LineChunk(read_time=time.time())
+        start = 0
+        if self._skipped:
+            newline = data.find(b"\n")
+            if newline < 0:
+                self._skipped += len(data)
+                return chunk
+            self._skipped += newline
+            self._hand_out_overlong(chunk)
+            start = newline + 1
+        buf = self._pending + data[start:] if self._pending else data[start:]
         last_newline = buf.rfind(b"\n")
-        chunk = LineChunk(read_time=now)
-        if last_newline < 0:
-            self._pending = buf
-            return chunk
-        self._pending = buf[last_newline + 1 :]
-        lines = buf[:last_newline].split(b"\n")
-        end = self.offset
-        ends = chunk.ends
-        for line in lines:
-            end += len(line) + 1
-            ends.append(end)
-        chunk.lines = lines
-        self.offset = end
+        if last_newline >= 0:
+            self._split(buf, last_newline, chunk)
+            buf = buf[last_newline + 1 :]
+        self._hold(buf)
         return chunk
 
-    def take_partial(self) -> LineChunk | None:
-        """Hand out the held partial line as a final, flagged line (the file is finished)."""
-        if not self._pending:
-            return None
-        line = self._pending
+    def _split(self, buf: bytes, last_newline: int, chunk: LineChunk) -> None:
+        limit = self.max_line_bytes
+        end = self.offset
+        for line in buf[:last_newline].split(b"\n"):
+            end += len(line) + 1
+            if len(line) > limit:
+                chunk.add(line[:limit], end, TRUNCATED)
+            else:
+                chunk.add(line, end)
+        self.offset = end
         self._pending = b""
-        self.offset += len(line)
-        return LineChunk(lines=[line], ends=[self.offset], partial_index=0, read_time=time.time())
+
+    def _hold(self, rest: bytes) -> None:
+        """Keep the start of the unfinished line; past the limit, keep only its first bytes."""
+        if len(rest) > self.max_line_bytes:
+            self._skipped = len(rest) - self.max_line_bytes
+            rest = rest[: self.max_line_bytes]
+        self._pending = rest
+
+    def _hand_out_overlong(self, chunk: LineChunk, *flags: str) -> None:
+        end = self.read_position + (0 if flags else 1)  # past its newline, if it has one
+        chunk.add(self._pending, end, TRUNCATED, *flags)
+        self.offset = end
+        self._pending = b""
+        self._skipped = 0
+
+    def take_partial(self) -> LineChunk | None:
+        """Hand out the unfinished last line, flagged: the file is finished."""
+        chunk = LineChunk(read_time=time.time())
+        if self._skipped:
+            self._hand_out_overlong(chunk, PARTIAL)
+        elif self._pending:
+            self.offset += len(self._pending)
+            chunk.add(self._pending, self.offset, PARTIAL)
+            self._pending = b""
+        return chunk if chunk.lines else None
 
     def close(self) -> None:
         if self._fd is not None:

@@ -27,13 +27,16 @@ WRITER = Path(__file__).with_name("writer.py")
 class WriterOptions(TypedDict, total=False):
     #: Lines per second; 0 (the default) writes as fast as possible.
     rate: float
-    #: "file" (logging.FileHandler) or "rotating" (logging.handlers.RotatingFileHandler).
+    #: "file" (logging.FileHandler), "rotating" (RotatingFileHandler) or "timed"
+    #: (TimedRotatingFileHandler, a new file every second).
     handler: str
     #: RotatingFileHandler's maxBytes and backupCount (needed with handler="rotating").
     max_bytes: int
     backup_count: int
     #: Extra filler characters in each message.
     pad: int
+    #: Delete the file after this many lines and go on writing into it.
+    unlink_after: int
 
 
 def writer_command(
@@ -44,6 +47,7 @@ def writer_command(
     cmd += ["--start-seq", str(start_seq), "--count", str(count)]
     cmd += ["--rate", str(options.get("rate", 0)), "--handler", handler]
     cmd += ["--pad", str(options.get("pad", 0))]
+    cmd += ["--unlink-after", str(options.get("unlink_after", -1))]
     if handler == "rotating":
         cmd += ["--max-bytes", str(options.get("max_bytes", 0))]
         cmd += ["--backup-count", str(options.get("backup_count", 0))]

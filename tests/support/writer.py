@@ -67,6 +67,11 @@ def build_handler(
         return logging.handlers.RotatingFileHandler(
             path, mode="a", maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"
         )
+    if handler == "timed":
+        # A new file every second, older ones renamed with a date suffix.
+        return logging.handlers.TimedRotatingFileHandler(
+            path, when="S", interval=1, backupCount=backup_count, encoding="utf-8"
+        )
     raise ValueError(f"unknown handler {handler!r}")
 
 
@@ -100,6 +105,7 @@ def write_lines(
     max_bytes: int = 0,
     backup_count: int = 0,
     pad: int = 0,
+    unlink_after: int = -1,
 ) -> None:
     """Log ``count`` records with seq ``start_seq``..; ``rate`` lines/s (0: as fast as possible)."""
     log_handler = build_handler(Path(path), handler, max_bytes, backup_count)
@@ -116,6 +122,10 @@ def write_lines(
         for i in range(count):
             seq = start_seq + i
             logger.log(_level(seq), _message(seq, pad), extra={"seq": seq})
+            if i + 1 == unlink_after:
+                # Delete the file while it is open and go on writing into it.
+                log_handler.flush()
+                Path(path).unlink()
             if burst and (i + 1) % burst == 0:
                 delay = started + (i + 1) / rate - time.monotonic()
                 if delay > 0:
@@ -132,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--start-seq", type=int, default=0)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--rate", type=float, default=0, help="lines per second; 0 = no limit")
-    parser.add_argument("--handler", choices=("file", "rotating"), default="file")
+    parser.add_argument("--handler", choices=("file", "rotating", "timed"), default="file")
+    parser.add_argument("--unlink-after", type=int, default=-1, help="delete the file after N")
     parser.add_argument("--max-bytes", type=int, default=0)
     parser.add_argument("--backup-count", type=int, default=0)
     parser.add_argument("--pad", type=int, default=0, help="extra filler chars per message")
@@ -150,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_bytes=args.max_bytes,
         backup_count=args.backup_count,
         pad=args.pad,
+        unlink_after=args.unlink_after,
     )
     return 0
 

@@ -1,0 +1,181 @@
+"""Rotation styles, downtime, deletion and odd files: the real daemon, exact multisets."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from shipper.exit_codes import ExitCode
+from tests.e2e_harness import Shipping
+from tests.support.producers import run_writer, start_writer, wait_writer
+from tests.support.seaweed import SeaweedServer
+from tests.support.store import dir_records
+
+pytestmark = pytest.mark.e2e
+
+
+def test_timed_rotating_handler(tmp_path: Path) -> None:
+    # TimedRotatingFileHandler(when="S"): app.log -> app.log.2026-11-25_13-00-01 every second.
+    shipping = Shipping(tmp_path, "directory", include="app.log*")
+    with shipping.daemon:
+        run_writer(shipping.logs / "app.log", 0, 12_000, rate=3000, handler="timed", backup_count=2)
+        assert len(list(shipping.logs.iterdir())) >= 3  # it did rotate
+        shipping.finish(12_000)
+
+
+def test_two_rotations_while_stopped(tmp_path: Path) -> None:
+    shipping = Shipping(tmp_path, "directory", include="app.log*")
+    app = shipping.logs / "app.log"
+    run_writer(app, 0, 1000)
+    shipping.daemon.start()
+    shipping.wait_delivered(1000)
+    assert shipping.daemon.terminate() == ExitCode.OK
+    run_writer(app, 1000, 500)  # unread when it is rotated
+    app.rename(shipping.logs / "app.log.1")
+    run_writer(app, 1500, 500)  # a file the daemon never saw
+    (shipping.logs / "app.log.1").rename(shipping.logs / "app.log.2")
+    app.rename(shipping.logs / "app.log.1")
+    run_writer(app, 2000, 500)
+    shipping.daemon.start()
+    shipping.finish(2500)
+
+
+def test_rotation_out_of_the_globs_while_stopped(tmp_path: Path) -> None:
+    # Only *.log is watched. The half-read file renamed to app.log.1 while the daemon
+    # was down is found again by device and inode, and finished.
+    shipping = Shipping(tmp_path, "directory", include="*.log")
+    app = shipping.logs / "app.log"
+    run_writer(app, 0, 1000)
+    shipping.daemon.start()
+    shipping.wait_delivered(1000)
+    shipping.daemon.kill9()
+    run_writer(app, 1000, 700)
+    app.rename(shipping.logs / "app.log.1")
+    run_writer(app, 1700, 300)
+    shipping.daemon.start()
+    shipping.finish(2000)
+    assert "found a file rotated while stopped" in shipping.daemon.log_text()
+
+
+def test_delete_while_open(tmp_path: Path) -> None:
+    shipping = Shipping(tmp_path, "directory")
+    with shipping.daemon:
+        # The writer deletes its file after 2,000 lines and writes 3,000 more into it.
+        run_writer(shipping.logs / "app.log", 0, 5000, rate=5000, unlink_after=2000)
+        assert not (shipping.logs / "app.log").exists()
+        shipping.finish(5000)
+
+
+def test_inode_reuse_is_a_new_file(tmp_path: Path) -> None:
+    shipping = Shipping(tmp_path, "directory")
+    app = shipping.logs / "app.log"
+    with shipping.daemon:
+        run_writer(app, 0, 1000)
+        shipping.wait_delivered(1000)
+        old_inode = app.stat().st_ino
+        app.unlink()
+        # ext4 hands a freed inode out again soon; try until the new file has it.
+        reused = False
+        for _ in range(200):
+            run_writer(app, 1000, 1)
+            if app.stat().st_ino == old_inode:
+                reused = True
+                break
+            app.unlink()
+        run_writer(app, 1001, 999)
+        # Whether or not the inode came back, every line arrives once; the checkpoint of
+        # the deleted file is never applied to the new one.
+        delivered = shipping.wait_delivered(2000)
+        assert delivered[1000] >= 1
+        assert shipping.daemon.terminate() == ExitCode.OK
+    seqs = shipping.delivered()
+    # Lines 1000 of the discarded attempts are gone with their files; only the last counts.
+    seqs[1000] = min(seqs[1000], 1)
+    assert sorted(seqs.elements()) == list(range(2000)) or not reused, (reused, seqs[1000])
+    assert sum(v for k, v in seqs.items() if k != 1000) == 1999
+    assert max(seqs.values()) == 1
+
+
+def test_odd_files_a_50_mb_line_and_no_trailing_newline(tmp_path: Path) -> None:
+    shipping = Shipping(tmp_path, "directory", include="*.log")
+    app = shipping.logs / "app.log"
+    with app.open("wb") as f:
+        f.write(b'{"seq": 0}\n')
+        f.write(b'{"seq": 1, "blob": "' + b"a" * (50 << 20) + b'"}\n')
+        f.write(b'{"seq": 2}\r\n')
+        f.write(b'{"seq": 3, "bad": "\xff\xfe"}\n')
+        f.write(b'{"seq": 4, "nul": "\x00"}\n')
+    odd = shipping.logs / "no-newline.log"
+    odd.write_bytes(b'{"seq": 5}\n{"seq": 6}')
+    with shipping.daemon:
+        wait_records(shipping, 6)
+        odd.rename(shipping.logs / "no-newline.old")  # rotated away: its last line is final
+        records = wait_records(shipping, 7)
+        assert shipping.daemon.terminate() == ExitCode.OK
+    by_seq = {}
+    for record in records:
+        text = record.get("message", "")
+        seq = record.get("seq")
+        if seq is None and isinstance(text, str) and text.startswith('{"seq": '):
+            seq = int(text[8 : text.index(",") if "," in text[:12] else text.index("}")])
+        by_seq[seq] = record
+    assert sorted(by_seq) == list(range(7)), sorted(by_seq)
+    assert by_seq[1]["shipper_flags"] == ["wrapped", "truncated"]
+    assert len(by_seq[1]["message"]) == 1 << 20
+    assert by_seq[3]["shipper_flags"] == ["invalid_utf8"]
+    assert by_seq[6]["shipper_flags"] == ["partial"]
+    assert "shipper_flags" not in by_seq[2]  # CRLF is a line ending, not data
+    # A raw NUL inside a JSON string is not JSON: the line is kept whole, as text.
+    assert by_seq[4]["shipper_flags"] == ["wrapped"]
+    assert by_seq[4]["message"] == '{"seq": 4, "nul": "\x00"}'
+
+
+def wait_records(shipping: Shipping, count: int) -> list[dict[str, object]]:
+    deadline = time.monotonic() + 60
+    while True:
+        records = [r for _, r in dir_records(shipping.shipped)]
+        if len(records) >= count or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def test_polling_only(tmp_path: Path) -> None:
+    # Without events only the rescan finds files: the rotated names are in the globs too.
+    shipping = Shipping(tmp_path, "directory", include="*.log*", extra_toml="file_events = false")
+    with shipping.daemon:
+        run_writer(shipping.logs / "app.log", 0, 3000, rate=3000)
+        run_writer(
+            shipping.logs / "rot.log",
+            3000,
+            3000,
+            handler="rotating",
+            max_bytes=200_000,
+            backup_count=20,
+        )
+        shipping.finish(6000)
+
+
+def test_kill9_crash_loop_under_rotation(
+    seaweed: SeaweedServer, s3_bucket: str, tmp_path: Path
+) -> None:
+    rng = random.Random()
+    shipping = Shipping(tmp_path, "s3", seaweed=seaweed, bucket=s3_bucket, include="app.log*")
+    writer = start_writer(
+        shipping.logs / "app.log",
+        0,
+        60_000,
+        rate=3000,
+        handler="rotating",
+        max_bytes=1_000_000,
+        backup_count=20,
+    )
+    shipping.daemon.start()
+    for _ in range(20):
+        time.sleep(rng.uniform(0.2, 1.0))  # a random moment, not a synchronisation point
+        shipping.daemon.kill9()
+        shipping.daemon.start()
+    wait_writer(writer)
+    shipping.finish(60_000)
