@@ -74,6 +74,14 @@ class StepResult:
     error: OSError | None = None
 
 
+def _report_crash(task: asyncio.Task[None]) -> None:
+    """A background task that ends on its own is a bug: say so loudly, at once."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error(
+            "background task crashed", exc_info=task.exception(), extra={"task": task.get_name()}
+        )
+
+
 class Daemon:
     def __init__(self, settings: Settings, *, sink: Sink | None = None) -> None:
         self.settings = settings
@@ -126,6 +134,8 @@ class Daemon:
             asyncio.create_task(self._discover(), name="discover"),
             asyncio.create_task(self._persist_periodically(), name="checkpoints"),
         ]
+        for task in background:
+            task.add_done_callback(_report_crash)
         log.info(
             "started",
             extra={"sources": sorted(self.settings.sources), "sink": self.settings.sink.type},
@@ -261,6 +271,9 @@ class Daemon:
                 await self._scan(initial=False)
             except OSError as exc:
                 self._warnings.warn("scan failed; will retry", error=str(exc))
+            except Exception:
+                # Discovery must outlive a bug in one scan, or new files go unread.
+                log.exception("scan failed unexpectedly; will retry")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._rescan.wait(), self.settings.poll_interval_secs)
 

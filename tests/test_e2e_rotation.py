@@ -12,7 +12,7 @@ from shipper.exit_codes import ExitCode
 from tests.e2e_harness import Shipping
 from tests.support.producers import run_writer, start_writer, wait_writer
 from tests.support.seaweed import SeaweedServer
-from tests.support.store import dir_records
+from tests.support.store import dir_records, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -77,26 +77,23 @@ def test_inode_reuse_is_a_new_file(tmp_path: Path) -> None:
         shipping.wait_delivered(1000)
         old_inode = app.stat().st_ino
         app.unlink()
-        # ext4 hands a freed inode out again soon; try until the new file has it.
-        reused = False
-        for _ in range(200):
-            run_writer(app, 1000, 1)
+        # The inode is free once the daemon has finished the deleted file and closed it.
+        wait_for(lambda: "finished rotated file" in shipping.daemon.log_text(), 30)
+        # ext4 hands a freed inode out again soon. Empty files are never read (they
+        # have no first line yet), so trying until the inode comes back ships nothing.
+        for _ in range(1000):
+            app.touch()
             if app.stat().st_ino == old_inode:
-                reused = True
                 break
             app.unlink()
-        run_writer(app, 1001, 999)
-        # Whether or not the inode came back, every line arrives once; the checkpoint of
-        # the deleted file is never applied to the new one.
-        delivered = shipping.wait_delivered(2000)
-        assert delivered[1000] >= 1
-        assert shipping.daemon.terminate() == ExitCode.OK
-    seqs = shipping.delivered()
-    # Lines 1000 of the discarded attempts are gone with their files; only the last counts.
-    seqs[1000] = min(seqs[1000], 1)
-    assert sorted(seqs.elements()) == list(range(2000)) or not reused, (reused, seqs[1000])
-    assert sum(v for k, v in seqs.items() if k != 1000) == 1999
-    assert max(seqs.values()) == 1
+        reused = app.exists() and app.stat().st_ino == old_inode
+        if not app.exists():
+            app.touch()
+        # Fewer bytes than the old checkpoint, and a different first line: a new file.
+        run_writer(app, 1000, 300)
+        shipping.finish(1300)
+    if not reused:
+        pytest.skip("the filesystem did not hand the inode out again (checked all the same)")
 
 
 def test_odd_files_a_50_mb_line_and_no_trailing_newline(tmp_path: Path) -> None:

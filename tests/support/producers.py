@@ -27,8 +27,9 @@ WRITER = Path(__file__).with_name("writer.py")
 class WriterOptions(TypedDict, total=False):
     #: Lines per second; 0 (the default) writes as fast as possible.
     rate: float
-    #: "file" (logging.FileHandler), "rotating" (RotatingFileHandler) or "timed"
-    #: (TimedRotatingFileHandler, a new file every second).
+    #: "file" (logging.FileHandler), "rotating" (RotatingFileHandler), "timed"
+    #: (TimedRotatingFileHandler, a new file every second) or "watched"
+    #: (WatchedFileHandler, which reopens a file logrotate moved).
     handler: str
     #: RotatingFileHandler's maxBytes and backupCount (needed with handler="rotating").
     max_bytes: int

@@ -67,6 +67,9 @@ def build_handler(
         return logging.handlers.RotatingFileHandler(
             path, mode="a", maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"
         )
+    if handler == "watched":
+        # Reopens its file when logrotate has moved it (the "create" style).
+        return logging.handlers.WatchedFileHandler(path, mode="a", encoding="utf-8")
     if handler == "timed":
         # A new file every second, older ones renamed with a date suffix.
         return logging.handlers.TimedRotatingFileHandler(
@@ -142,7 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--start-seq", type=int, default=0)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--rate", type=float, default=0, help="lines per second; 0 = no limit")
-    parser.add_argument("--handler", choices=("file", "rotating", "timed"), default="file")
+    parser.add_argument(
+        "--handler", choices=("file", "rotating", "timed", "watched"), default="file"
+    )
     parser.add_argument("--unlink-after", type=int, default=-1, help="delete the file after N")
     parser.add_argument("--max-bytes", type=int, default=0)
     parser.add_argument("--backup-count", type=int, default=0)

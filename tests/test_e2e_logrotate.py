@@ -1,0 +1,99 @@
+"""Debian's real logrotate, run with -f and its own state file while the producer writes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from shipper.exit_codes import ExitCode
+from tests.e2e_harness import Shipping
+from tests.support.producers import start_writer, wait_writer
+from tests.support.store import wait_for
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(shutil.which("logrotate") is None, reason="logrotate not installed"),
+]
+
+LINES = 15_000
+RATE = 3000
+
+
+def rotate_while_writing(
+    shipping: Shipping, options: str, handler: str, rotations: int = 3, at_bytes: int = 200_000
+) -> None:
+    """Write LINES at RATE; force a rotation with ``options`` each time app.log has grown."""
+    app = shipping.logs / "app.log"
+    config = shipping.root / "logrotate.conf"
+    config.write_text(f"{app} {{\n    rotate 50\n    missingok\n    nomail\n{options}\n}}\n")
+    state = shipping.root / "logrotate.state"
+    writer = start_writer(app, 0, LINES, rate=RATE, handler=handler)
+    for n in range(1, rotations + 1):
+        # Rotate at a point in the stream, not at a time: when the file holds some lines.
+        wait_for(lambda: app.exists() and app.stat().st_size > at_bytes, 30)
+        done = subprocess.run(
+            ["logrotate", "-f", "-s", str(state), str(config)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert len(list(shipping.logs.iterdir())) > n
+    wait_writer(writer)
+
+
+def test_create(tmp_path: Path) -> None:
+    shipping = Shipping(tmp_path, "directory", include="*.log")
+    with shipping.daemon:
+        rotate_while_writing(shipping, "    create", "watched")
+        shipping.finish(LINES)
+
+
+def test_dateext(tmp_path: Path) -> None:
+    shipping = Shipping(tmp_path, "directory", include="app.log*")
+    with shipping.daemon:
+        # Several rotations a day need a finer date format (here to the second, so the
+        # rotations are more than a second apart), or the names collide.
+        rotate_while_writing(
+            shipping,
+            "    create\n    dateext\n    dateformat -%Y%m%d-%H%M%S",
+            "watched",
+            rotations=2,
+            at_bytes=800_000,
+        )
+        shipping.finish(LINES)
+
+
+def test_compress_and_delaycompress(tmp_path: Path) -> None:
+    shipping = Shipping(tmp_path, "directory", include="app.log*", source_toml='exclude = ["*.gz"]')
+    with shipping.daemon:
+        rotate_while_writing(shipping, "    create\n    compress\n    delaycompress", "watched")
+        assert list(shipping.logs.glob("*.gz"))  # older rotations were compressed
+        shipping.finish(LINES)
+
+
+def test_copytruncate_loses_only_inside_its_window_and_never_duplicates(
+    tmp_path: Path,
+) -> None:
+    # The copy (app.log.N) is not in the globs; the truncated app.log is read again from 0.
+    shipping = Shipping(tmp_path, "directory", include="*.log")
+    with shipping.daemon:
+        rotate_while_writing(shipping, "    copytruncate", "file")
+        # The last line is in the live file: once it is in, the clean stop drains the rest.
+        wait_for(lambda: shipping.delivered()[LINES - 1] >= 1, 60)
+        assert shipping.daemon.terminate() == ExitCode.OK
+    delivered = shipping.delivered()
+    assert max(delivered.values()) == 1, "no line twice"
+    lost = set(range(LINES)) - set(delivered)
+    # What was lost is only in the copies: lines written to app.log before a truncate
+    # and not read by then. Every one of them is in some copy.
+    in_copies: set[int] = set()
+    for copy in shipping.logs.glob("app.log.*"):
+        for line in copy.read_bytes().splitlines():
+            if b'"seq": ' in line:
+                in_copies.add(int(line.split(b'"seq": ')[1].split(b"}")[0].split(b",")[0]))
+    assert lost <= in_copies
+    print(f"copytruncate: {LINES} written, {len(delivered)} delivered, {len(lost)} lost")
