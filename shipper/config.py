@@ -125,6 +125,11 @@ class Settings:
     shutdown_timeout_secs: float = 30.0
     #: Checkpoints of files not seen for this long are forgotten (the files are gone).
     checkpoint_grace_secs: float = 7 * 86400.0
+    #: Log files held open at once. Past it, files at their end are closed (parked)
+    #: and reopened by fingerprint when they grow, so others can be read.
+    max_open_files: int = 512
+    #: A file with nothing new for this long is closed until it grows again.
+    close_inactive_secs: float = 60.0
     config_path: Path | None = None
 
 
@@ -209,6 +214,8 @@ def parse_config(
     shutdown_timeout = root.seconds("shutdown_timeout_secs", 30.0, allow_zero=True)
     file_events = root.boolean("file_events", True)
     checkpoint_grace = root.seconds("checkpoint_grace_secs", 7 * 86400.0)
+    max_open_files = root.integer("max_open_files", 512, 1, 1_000_000)
+    close_inactive = root.seconds("close_inactive_secs", 60.0)
     if problems or sink is None:
         raise ConfigError(problems)
     return Settings(
@@ -223,6 +230,8 @@ def parse_config(
         file_events=file_events,
         shutdown_timeout_secs=shutdown_timeout,
         checkpoint_grace_secs=checkpoint_grace,
+        max_open_files=max_open_files,
+        close_inactive_secs=close_inactive,
     )
 
 

@@ -67,6 +67,14 @@ class ActiveFile:
 
 
 @dataclass(slots=True)
+class Parked:
+    """A file closed at its end while idle: reopened when its size changes."""
+
+    checkpoint: Checkpoint
+    size: int
+
+
+@dataclass(slots=True)
 class StepResult:
     entries: list[SpoolEntry] = field(default_factory=list)
     got_bytes: bool = False
@@ -107,6 +115,9 @@ class Daemon:
         self._checkpoints_dirty = False
         self._persist_lock = asyncio.Lock()
         self._unidentified: set[str] = set()
+        self._parked: dict[InodeKey, Parked] = {}
+        self._waiting_to_open = 0
+        self._close_inactive = settings.close_inactive_secs
         self._warnings = ThrottledLog(log, interval_secs=10.0)
 
     # ----------------------------------------------------------------- lifecycle
@@ -243,6 +254,7 @@ class Daemon:
                 progressed = await self._read_round()
                 await self._seal_aged()
                 await self._finish_done_files()
+                await self._park_idle_files()
                 if not progressed:
                     await self._idle()
         finally:
@@ -469,6 +481,37 @@ class Daemon:
                     extra={"path": tailer.path, "fingerprint": tailer.fingerprint.id},
                 )
 
+    async def _park_idle_files(self) -> None:
+        """Close files at their end that are idle, or that others are waiting to replace.
+
+        A parked file keeps its checkpoint; the next scan that finds it grown (or
+        renamed away) opens it again by fingerprint and reads on from there.
+        """
+        now = time.monotonic()
+        resting = [
+            a
+            for a in self.active.values()
+            if a.at_eof and not a.tailer.rotated and not a.unsealed and not a.truncated
+        ]
+        resting.sort(key=lambda a: a.tailer.last_growth)
+        idle = [a for a in resting if now - a.tailer.last_growth >= self._close_inactive]
+        over = len(self.active) + self._waiting_to_open - self.settings.max_open_files
+        chosen = resting[: max(len(idle), over)]
+        for active in chosen:
+            if not await self._flush(active):
+                continue
+            checkpoint = self.known.get(active.tailer.fingerprint.id)
+            if checkpoint is None:
+                continue
+            # Any other size later (growth, truncation) means there is something to read.
+            consumed = active.tailer.read_position
+            active.tailer.close()
+            del self.active[active.inode]
+            self._parked[active.inode] = Parked(checkpoint, consumed)
+        if chosen:
+            self._waiting_to_open = 0
+            self._rescan.set()  # waiting files may now be opened
+
     # ---------------------------------------------------------------- discovery
 
     async def _scan(self, *, initial: bool) -> None:
@@ -490,11 +533,18 @@ class Daemon:
                     active.tailer.path = active.batcher.path = shown
                 active.tailer.rotated = False
             elif identified is not None:
+                self._parked.pop(inode, None)
                 opened.append(self._open(source, path, inode, identified, initial=initial))
-        if initial:
-            opened += await self._reopen_rotated_while_down(seen, by_inode)
+        # Files we were reading (at start: all known ones; later: parked ones) that the
+        # globs no longer match may have been rotated with lines still unread.
+        gone = set(by_inode) if initial else set(self._parked)
+        opened += await self._reopen_rotated(gone - seen, by_inode)
+        for inode in set(self._parked) - seen:
+            del self._parked[inode]
         await self._start_tailing(opened)
         now = time.time()
+        for parked in self._parked.values():
+            parked.checkpoint.seen_at = now
         for inode, active in self.active.items():
             tailed = self.known.get(active.tailer.fingerprint.id)
             if tailed is not None:
@@ -505,17 +555,16 @@ class Daemon:
                     "file rotated away; reading it to its end", extra={"path": active.tailer.path}
                 )
 
-    async def _reopen_rotated_while_down(
-        self, seen: set[InodeKey], by_inode: dict[InodeKey, list[Checkpoint]]
+    async def _reopen_rotated(
+        self, missing: set[InodeKey], by_inode: dict[InodeKey, list[Checkpoint]]
     ) -> list[ActiveFile]:
-        """At start: find files with unread lines that were renamed out of the globs.
+        """Find files with unread lines that were renamed out of the globs unobserved.
 
-        A rotation while the daemon was down moves a half-read file to a name the
-        globs may not match (``app.log.1``). It is looked for by device and inode in
-        the directories the sources watch and where known files last were, checked
-        by its first line, and read to its end before the new files.
+        A rotation while the daemon was down, or while a file was parked, moves a
+        half-read file to a name the globs may not match (``app.log.1``). It is looked
+        for by device and inode in the directories the sources watch and where known
+        files last were, checked by its first line, and read to its end first.
         """
-        missing = {inode for inode in by_inode if inode not in seen}
         if not missing:
             return []
         places = {Path(c.path).parent for c in self.known.values()}
@@ -543,7 +592,7 @@ class Daemon:
             active = self._open(known.source, path, inode, identified, initial=False)
             active.tailer.rotated = True
             log.info(
-                "found a file rotated while stopped; finishing it first",
+                "found a rotated file with unread lines; finishing it first",
                 extra={"path": active.tailer.path, "offset": known.offset},
             )
             reopened.append(active)
@@ -556,12 +605,19 @@ class Daemon:
     ) -> list[tuple[str, str, InodeKey, Identified | None]]:
         """Runs in a thread: stat every path, open and fingerprint the ones not being tailed."""
         results: list[tuple[str, str, InodeKey, Identified | None]] = []
+        budget = self.settings.max_open_files - len(self.active)
+        waiting = 0
         for source, path in found:
             try:
                 st = os.stat(path)
                 inode = (st.st_dev, st.st_ino)
                 identified = None
-                if inode not in self.active:
+                parked = self._parked.get(inode)
+                if parked is not None and parked.size == st.st_size:
+                    pass  # parked and unchanged: nothing to read
+                elif inode not in self.active and budget <= 0:
+                    waiting += 1  # read once another file is parked
+                elif inode not in self.active:
                     identified = identify(
                         path,
                         fingerprint_bytes=self.settings.sources[source].fingerprint_bytes,
@@ -574,12 +630,21 @@ class Daemon:
                         # Replaced between stat and open: take the next scan's word for it.
                         os.close(identified.fd)
                         continue
+                    elif identified is not None:
+                        budget -= 1
             except FileNotFoundError:
                 continue
             except OSError as exc:
                 self._warnings.warn("cannot open log file", path=path, error=str(exc))
                 continue
             results.append((source, path, inode, identified))
+        self._waiting_to_open = waiting
+        if waiting:
+            self._warnings.warn(
+                "max_open_files reached; some files wait for a free slot",
+                waiting=waiting,
+                max_open_files=self.settings.max_open_files,
+            )
         return results
 
     def _open(
@@ -635,12 +700,15 @@ class Daemon:
             )
         if new:
             await self._persist_checkpoints()
+        fresh = {id(a) for a in new}
         for active in opened:
             if self._stopping.is_set():
                 active.tailer.close()
                 continue
             self.active[active.inode] = active
-            log.info(
+            # Reopening a parked or known file is routine; a file seen first is news.
+            log.log(
+                logging.INFO if id(active) in fresh else logging.DEBUG,
                 "tailing file",
                 extra={
                     "path": active.tailer.path,

@@ -87,13 +87,10 @@ def test_copytruncate_loses_only_inside_its_window_and_never_duplicates(
         assert shipping.daemon.terminate() == ExitCode.OK
     delivered = shipping.delivered()
     assert max(delivered.values()) == 1, "no line twice"
-    lost = set(range(LINES)) - set(delivered)
-    # What was lost is only in the copies: lines written to app.log before a truncate
-    # and not read by then. Every one of them is in some copy.
-    in_copies: set[int] = set()
-    for copy in shipping.logs.glob("app.log.*"):
-        for line in copy.read_bytes().splitlines():
-            if b'"seq": ' in line:
-                in_copies.add(int(line.split(b'"seq": ')[1].split(b"}")[0].split(b",")[0]))
-    assert lost <= in_copies
+    lost = sorted(set(range(LINES)) - set(delivered))
+    # Each truncation loses at most one run of consecutive lines: those written after
+    # the last read before it (some only in the copy, some in no file at all, written
+    # between logrotate's copy and its truncate). Nothing is lost anywhere else.
+    runs = [seq for i, seq in enumerate(lost) if i == 0 or lost[i - 1] != seq - 1]
+    assert len(runs) <= 3, f"lost lines in {len(runs)} places: {lost[:20]}"
     print(f"copytruncate: {LINES} written, {len(delivered)} delivered, {len(lost)} lost")

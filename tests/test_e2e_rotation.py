@@ -195,3 +195,33 @@ def test_tiny_rotating_handler_at_5000_lines_per_second(
             backup_count=3,
         )
         shipping.finish(100_000)
+
+
+def test_a_thousand_files_two_hundred_active_with_bounded_descriptors(tmp_path: Path) -> None:
+    shipping = Shipping(
+        tmp_path,
+        "directory",
+        extra_toml="max_open_files = 64\nclose_inactive_secs = 1",
+    )
+    files = [shipping.logs / f"svc-{i:04d}.log" for i in range(1000)]
+    seq = 0
+    for path in files:  # every file starts with five lines
+        with path.open("w") as f:
+            for _ in range(5):
+                f.write(f'{{"seq": {seq}}}\n')
+                seq += 1
+    most_fds = 0
+    with shipping.daemon:
+        fd_dir = Path(f"/proc/{shipping.daemon.pid}/fd")
+        for round_ in range(25):  # then 200 of them keep growing, a line each per round
+            for path in files[::5]:
+                with path.open("a") as f:
+                    f.write(f'{{"seq": {seq}}}\n')
+                seq += 1
+            most_fds = max(most_fds, len(list(fd_dir.iterdir())))
+            time.sleep(0.1 if round_ % 5 else 1.2)  # now and then long enough to park
+        shipping.finish(seq)
+    # 64 log files, plus the interpreter, the spool, the ledger, sockets and the watcher.
+    print(f"most descriptors open: {most_fds}")
+    assert most_fds <= 64 + 40, most_fds
+    assert seq == 10_000
