@@ -12,6 +12,7 @@ __all__ = [
     "BatchSettings",
     "EnrichSettings",
     "HealthSettings",
+    "MultilineSettings",
     "ReadFrom",
     "Settings",
     "SinkSettings",
@@ -55,6 +56,20 @@ FieldValue = str | int | float | bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MultilineSettings:
+    """Joining lines into records; off unless ``preset`` or ``start_pattern`` is set."""
+
+    #: "python_traceback" (text logs with tracebacks) or "json" (JSON lines, with stray
+    #: text lines between them gathered into one record).
+    preset: str | None = None
+    #: A regex (searched in each line): a matching line starts a new record.
+    start_pattern: str | None = None
+    #: Emit a held record when no line has followed it for this long.
+    timeout_secs: float = 1.0
+    max_lines: int = 500
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SourceSettings:
     name: str
     include: tuple[str, ...]
@@ -65,6 +80,7 @@ class SourceSettings:
     read_chunk_bytes: int = MiB
     #: Longer lines are cut to this length and flagged "truncated"; the rest is skipped.
     max_line_bytes: int = MiB
+    multiline: MultilineSettings = field(default_factory=MultilineSettings)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,6 +156,8 @@ def _keys(cls: type, *skip: str) -> tuple[str, ...]:
 
 _ROOT_KEYS = _keys(Settings, "config_path")
 _SOURCE_KEYS = _keys(SourceSettings, "name")
+_MULTILINE_KEYS = _keys(MultilineSettings)
+_MULTILINE_PRESETS = ("python_traceback", "json")
 _ENRICH_KEYS = _keys(EnrichSettings)
 _BATCH_KEYS = _keys(BatchSettings)
 _SPOOL_KEYS = _keys(SpoolSettings)
@@ -474,6 +492,28 @@ def _parse_source(name: str, table: _Table, base_dir: Path) -> SourceSettings:
         rotate_wait_secs=table.seconds("rotate_wait_secs", 5.0),
         read_chunk_bytes=table.size("read_chunk_bytes", MiB, 4 * KiB, 64 * MiB),
         max_line_bytes=table.size("max_line_bytes", MiB, 1 * KiB, 256 * MiB),
+        multiline=_parse_multiline(table.table("multiline")),
+    )
+
+
+def _parse_multiline(table: _Table | None) -> MultilineSettings:
+    if table is None:
+        return MultilineSettings()
+    table.check_keys(_MULTILINE_KEYS)
+    preset = table.choice("preset", _MULTILINE_PRESETS, None) if "preset" in table.data else None
+    pattern = table.optional_string("start_pattern")
+    if preset is not None and pattern is not None:
+        table.problem("start_pattern", "set either preset or start_pattern, not both")
+    if pattern is not None:
+        try:
+            re.compile(pattern.encode())
+        except re.error as exc:
+            table.problem("start_pattern", f"invalid regular expression: {exc}")
+    return MultilineSettings(
+        preset=preset,
+        start_pattern=pattern,
+        timeout_secs=table.seconds("timeout_secs", 1.0, most=3600),
+        max_lines=table.integer("max_lines", 500, 1, 1_000_000),
     )
 
 

@@ -39,6 +39,7 @@ from shipper.sinks import Sink, build_sink
 from shipper.sources.checkpoints import Checkpoint, CheckpointStore
 from shipper.sources.discovery import discover, find_by_inode, watch_roots
 from shipper.sources.identify import Identified, end_of_last_line, identify
+from shipper.sources.multiline import LineJoiner, start_rule
 from shipper.sources.tail import FileTailer, LineChunk
 from shipper.spool import Spool, SpoolEntry
 from shipper.uploader import Uploader
@@ -64,6 +65,12 @@ class ActiveFile:
     #: Batches cut but not yet sealed (spool full, a failed write). They are sealed,
     #: in order, before the file is read any further.
     unsealed: list[Batch] = field(default_factory=list)
+    #: Joins multiline records, when the source asks for it.
+    joiner: LineJoiner | None = None
+
+    def lines_of(self, chunk: LineChunk) -> LineChunk:
+        """Lines as records: joined into multiline records where configured."""
+        return chunk if self.joiner is None else self.joiner.feed(chunk)
 
 
 @dataclass(slots=True)
@@ -80,6 +87,16 @@ class StepResult:
     got_bytes: bool = False
     truncated: bool = False
     error: OSError | None = None
+
+
+def _log_task_stacks() -> None:
+    """SIGUSR1: log where every task is waiting, to diagnose a stall without stopping."""
+    for task in asyncio.all_tasks():
+        frames = [
+            f"{f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno} {f.f_code.co_name}"
+            for f in task.get_stack()
+        ]
+        log.warning("task stack", extra={"task": task.get_name(), "frames": frames})
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:
@@ -114,6 +131,8 @@ class Daemon:
         self._rescan = asyncio.Event()
         self._checkpoints_dirty = False
         self._persist_lock = asyncio.Lock()
+        #: Files found without a complete first line yet: every write rescans until
+        #: they are open, so a quick rotation cannot take them away unread.
         self._unidentified: set[str] = set()
         self._parked: dict[InodeKey, Parked] = {}
         self._waiting_to_open = 0
@@ -126,6 +145,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGUSR1, _log_task_stacks)
         spooled = await asyncio.to_thread(self._recover)
         self.uploader = Uploader(
             sink=self.sink,
@@ -162,7 +182,7 @@ class Daemon:
             await self._persist_checkpoints()
             self.ledger.close()
             self.sink.close()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
             self._release_lock()
 
@@ -266,6 +286,9 @@ class Daemon:
             pending = active.batcher.pending
             if pending is not None:
                 deadlines.append(pending.opened_at + self.limits.max_age_secs)
+            held_until = None if active.joiner is None else active.joiner.deadline()
+            if held_until is not None:
+                deadlines.append(held_until)
         timeout = max(0.0, min(deadlines) - time.monotonic())
         self._wake.clear()
         with contextlib.suppress(asyncio.TimeoutError):
@@ -353,7 +376,7 @@ class Daemon:
         if chunk is None:
             return result
         result.got_bytes = True
-        self._process(active, chunk)
+        self._process(active, active.lines_of(chunk))
         more = self._seal_unsealed(active)
         result.entries += more.entries
         result.error = more.error
@@ -423,6 +446,12 @@ class Daemon:
     async def _seal_aged(self) -> None:
         now = time.monotonic()
         for active in list(self.active.values()):
+            joiner = active.joiner
+            deadline = None if joiner is None else joiner.deadline()
+            if joiner is not None and deadline is not None and now >= deadline:
+                held = joiner.flush(time.time())
+                if held is not None:
+                    await asyncio.to_thread(self._process, active, held)
             if active.batcher.due(now):
                 await self._flush(active)
 
@@ -463,8 +492,11 @@ class Daemon:
             if not (active.truncated or (tailer.rotated and quiet)):
                 continue
             partial = tailer.take_partial()
-            if partial is not None:
-                await asyncio.to_thread(self._process, active, partial)
+            last = [] if partial is None else [active.lines_of(partial)]
+            if active.joiner is not None:
+                last.append(active.joiner.flush(time.time()) or LineChunk())
+            for chunk in last:
+                await asyncio.to_thread(self._process, active, chunk)
             if not await self._flush(active):
                 continue  # retried on the next round; the handle stays open meanwhile
             tailer.close()
@@ -491,7 +523,11 @@ class Daemon:
         resting = [
             a
             for a in self.active.values()
-            if a.at_eof and not a.tailer.rotated and not a.unsealed and not a.truncated
+            if a.at_eof
+            and not a.tailer.rotated
+            and not a.unsealed
+            and not a.truncated
+            and not (a.joiner is not None and a.joiner.holding)
         ]
         resting.sort(key=lambda a: a.tailer.last_growth)
         idle = [a for a in resting if now - a.tailer.last_growth >= self._close_inactive]
@@ -607,6 +643,7 @@ class Daemon:
         results: list[tuple[str, str, InodeKey, Identified | None]] = []
         budget = self.settings.max_open_files - len(self.active)
         waiting = 0
+        headless: set[str] = set()  # files whose first line is not complete yet
         for source, path in found:
             try:
                 st = os.stat(path)
@@ -623,9 +660,8 @@ class Daemon:
                         fingerprint_bytes=self.settings.sources[source].fingerprint_bytes,
                         candidates=by_inode,
                     )
-                    if identified is None and path not in self._unidentified:
-                        self._unidentified.add(path)
-                        log.debug("waiting for a complete first line", extra={"path": path})
+                    if identified is None:
+                        headless.add(path)
                     elif identified is not None and identified.fingerprint.ino != inode[1]:
                         # Replaced between stat and open: take the next scan's word for it.
                         os.close(identified.fd)
@@ -639,6 +675,7 @@ class Daemon:
                 continue
             results.append((source, path, inode, identified))
         self._waiting_to_open = waiting
+        self._unidentified = headless
         if waiting:
             self._warnings.warn(
                 "max_open_files reached; some files wait for a free slot",
@@ -666,7 +703,6 @@ class Daemon:
             # A file that appears while running is read whole: it is usually the new
             # file of a rotation, and its first lines are as precious as any.
             offset = 0
-        self._unidentified.discard(path)
         path = printable_path(path)
         tailer = FileTailer(
             source=source,
@@ -684,7 +720,14 @@ class Daemon:
             path=path,
             position=offset,
         )
-        return ActiveFile(tailer, batcher, inode)
+        multiline = settings.multiline
+        rule = start_rule(preset=multiline.preset, start_pattern=multiline.start_pattern)
+        joiner = None
+        if rule is not None:
+            joiner = LineJoiner(
+                rule, timeout_secs=multiline.timeout_secs, max_lines=multiline.max_lines
+            )
+        return ActiveFile(tailer, batcher, inode, joiner=joiner)
 
     async def _start_tailing(self, opened: list[ActiveFile]) -> None:
         """Checkpoint never-seen files where they start, durably, before reading them.
@@ -732,8 +775,12 @@ class Daemon:
                 stop_event=self._stopping,
                 recursive=False,
             ):
-                # A write wakes the reader; a create, rename or delete also needs a rescan.
-                if any(change != watchfiles.Change.modified for change, _ in changes):
+                # A write wakes the reader; a create, rename or delete also needs a rescan,
+                # and so does a write while a new file waits for its first line: it may be
+                # rotated away soon, and it must be open by then.
+                if self._unidentified or any(
+                    change != watchfiles.Change.modified for change, _ in changes
+                ):
                     self._rescan.set()
                 self._wake.set()
         except Exception as exc:

@@ -386,3 +386,46 @@ class TestFindConfigPath:
 
     def test_empty_values_count_as_unset(self) -> None:
         assert find_config_path("", {CONFIG_ENV_VAR: ""}) == DEFAULT_CONFIG_PATH
+
+
+def test_multiline_settings_are_validated() -> None:
+    from shipper.config import parse_config
+    from shipper.errors import ConfigError
+
+    base = {"sink": {"type": "directory", "path": "out"}}
+    ok = parse_config(
+        {**base, "sources": {"app": {"include": ["a"], "multiline": {"preset": "json"}}}},
+        base_dir=Path("/x"),
+        environ={},
+    )
+    assert ok.sources["app"].multiline.preset == "json"
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                **base,
+                "sources": {
+                    "app": {
+                        "include": ["a"],
+                        "multiline": {
+                            "preset": "java",
+                            "start_pattern": "(",
+                            "timeout_secs": 0,
+                            "max_line": 3,
+                        },
+                    }
+                },
+            },
+            base_dir=Path("/x"),
+            environ={},
+        )
+    messages = [str(p) for p in info.value.problems]
+    assert (
+        'sources.app.multiline.preset: must be one of "python_traceback", "json", got "java"'
+        in messages
+    )
+    assert any(
+        m.startswith("sources.app.multiline.start_pattern: invalid regular expression")
+        for m in messages
+    )
+    assert "sources.app.multiline.timeout_secs: must be greater than 0, got 0" in messages
+    assert any(m.startswith("sources.app.multiline.max_line: unknown key") for m in messages)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import itertools
 import logging
@@ -16,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from shipper.config import parse_config
+from shipper.config import MultilineSettings, parse_config
 from shipper.daemon import Daemon
 from shipper.encoding import EncodedBatch
 from shipper.exit_codes import ExitCode
@@ -314,3 +315,34 @@ def test_spool_entry_count_bounds_what_is_read_during_an_outage(tmp_path: Path) 
     assert asyncio.run(scenario()) == ExitCode.OK
     assert most_entries <= 4 + 1  # one read may seal a batch past the bound
     assert_exact(dir_seqs(blocked), range(3000))
+
+
+def test_python_tracebacks_are_shipped_as_one_record_each(tmp_path: Path) -> None:
+    log_file = tmp_path / "logs" / "app.log"
+    log_file.parent.mkdir(parents=True)
+    text = []
+    for seq in range(200):
+        text.append(f"2026-11-25 10:00:00,{seq:03d} - app - ERROR - failed seq={seq}")
+        if seq % 3 == 0:
+            text += [
+                "Traceback (most recent call last):",
+                '  File "app.py", line 3, in <module>',
+                f"ValueError: bad value {seq}",
+            ]
+    log_file.write_text("\n".join(text) + "\n")
+    settings = settings_for(tmp_path, tmp_path / "shipped")
+    source = dataclasses.replace(
+        settings.sources["app"],
+        multiline=MultilineSettings(preset="python_traceback", timeout_secs=0.3),
+    )
+    daemon = Daemon(dataclasses.replace(settings, sources={"app": source}))
+    shipped = tmp_path / "shipped"
+    rc = asyncio.run(run_until(daemon, lambda: len(shipped_records(shipped)) >= 200))
+    assert rc == ExitCode.OK
+    records = shipped_records(shipped)
+    assert len(records) == 200
+    by_seq = {int(str(r["message"]).split("seq=")[1].split("\n")[0]): r for r in records}
+    assert sorted(by_seq) == list(range(200))
+    assert by_seq[3]["message"].endswith("ValueError: bad value 3")
+    assert "\n" not in by_seq[4]["message"]
+    # The last record (seq 199) had no successor: the timeout emitted it.

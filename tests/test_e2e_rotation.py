@@ -57,7 +57,7 @@ def test_rotation_out_of_the_globs_while_stopped(tmp_path: Path) -> None:
     run_writer(app, 1700, 300)
     shipping.daemon.start()
     shipping.finish(2000)
-    assert "found a file rotated while stopped" in shipping.daemon.log_text()
+    assert "found a rotated file with unread lines" in shipping.daemon.log_text()
 
 
 def test_delete_while_open(tmp_path: Path) -> None:
