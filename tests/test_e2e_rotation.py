@@ -225,3 +225,18 @@ def test_a_thousand_files_two_hundred_active_with_bounded_descriptors(tmp_path: 
     print(f"most descriptors open: {most_fds}")
     assert most_fds <= 64 + 40, most_fds
     assert seq == 10_000
+
+
+def test_kubernetes_style_symlinks(tmp_path: Path) -> None:
+    # /var/log/containers/<pod>_<ns>_<container>-<id>.log -> /var/log/pods/.../0.log;
+    # the kubelet rotates 0.log to 0.log.<timestamp> and starts a new 0.log.
+    shipping = Shipping(tmp_path, "directory", include="*.log")
+    pod_dir = tmp_path / "pods" / "ns_app-1_uid" / "app"
+    pod_dir.mkdir(parents=True)
+    current = pod_dir / "0.log"
+    (shipping.logs / "app-1_ns_app-0123.log").symlink_to(current)
+    with shipping.daemon:
+        run_writer(current, 0, 2000, rate=4000)
+        current.rename(pod_dir / "0.log.20261125-101500")
+        run_writer(current, 2000, 2000, rate=4000)
+        shipping.finish(4000)
