@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -37,8 +38,8 @@ from shipper.processors import build_chain
 from shipper.recovery import resume_positions
 from shipper.sinks import Sink, build_sink
 from shipper.sources.checkpoints import Checkpoint, CheckpointStore
-from shipper.sources.discovery import discover, find_by_inode, watch_roots
-from shipper.sources.identify import Identified, end_of_last_line, identify
+from shipper.sources.discovery import discover, find_by_inode, source_of, watch_roots
+from shipper.sources.identify import Identified, end_of_last_line, identify, identify_open
 from shipper.sources.multiline import LineJoiner, start_rule
 from shipper.sources.tail import FileTailer, LineChunk
 from shipper.spool import Spool, SpoolEntry
@@ -135,8 +136,12 @@ class Daemon:
         #: they are open, so a quick rotation cannot take them away unread.
         self._unidentified: set[str] = set()
         self._parked: dict[InodeKey, Parked] = {}
+        #: Files opened the moment their creation was seen, before any scan: holding the
+        #: handle keeps a file readable even if it is rotated away or deleted at once.
+        self._preopened: dict[InodeKey, tuple[str, str, int]] = {}
         self._waiting_to_open = 0
         self._close_inactive = settings.close_inactive_secs
+        self._max_open = settings.max_open_files
         self._warnings = ThrottledLog(log, interval_secs=10.0)
 
     # ----------------------------------------------------------------- lifecycle
@@ -477,6 +482,7 @@ class Daemon:
                 )
             active.tailer.close()
         self.active.clear()
+        self._close_preopened()
 
     async def _finish_done_files(self) -> None:
         """Close files rotated away and quiet for ``rotate_wait_secs``, and truncated files.
@@ -556,11 +562,15 @@ class Daemon:
         for checkpoint in self.known.values():
             fp = checkpoint.fingerprint
             by_inode[(fp.dev, fp.ino)].append(checkpoint)
-        results = await asyncio.to_thread(self._identify_all, found, by_inode)
+        early = self._take_preopened(by_inode)
+        results = await asyncio.to_thread(
+            self._identify_all, found, by_inode, set(early) | set(self._preopened)
+        )
         seen: set[InodeKey] = set()
         opened: list[ActiveFile] = []
-        for source, path, inode, identified in results:
+        for source, path, inode, scanned in results:
             seen.add(inode)
+            identified = early.pop(inode)[2] if inode in early else scanned
             active = self.active.get(inode)
             if active is not None:
                 shown = printable_path(path)
@@ -571,6 +581,12 @@ class Daemon:
             elif identified is not None:
                 self._parked.pop(inode, None)
                 opened.append(self._open(source, path, inode, identified, initial=initial))
+        for inode, (source, path, identified) in early.items():
+            # Created and rotated away (or deleted) before any scan saw it: read it
+            # through the handle taken when it appeared.
+            active = self._open(source, path, inode, identified, initial=False)
+            active.tailer.rotated = True
+            opened.append(active)
         # Files we were reading (at start: all known ones; later: parked ones) that the
         # globs no longer match may have been rotated with lines still unread.
         gone = set(by_inode) if initial else set(self._parked)
@@ -638,8 +654,12 @@ class Daemon:
         self,
         found: list[tuple[str, str]],
         by_inode: dict[InodeKey, list[Checkpoint]],
+        held: set[InodeKey],
     ) -> list[tuple[str, str, InodeKey, Identified | None]]:
-        """Runs in a thread: stat every path, open and fingerprint the ones not being tailed."""
+        """Runs in a thread: stat every path, open and fingerprint the ones not being tailed.
+
+        ``held`` are inodes already open elsewhere (pre-opened): seen, not opened again.
+        """
         results: list[tuple[str, str, InodeKey, Identified | None]] = []
         budget = self.settings.max_open_files - len(self.active)
         waiting = 0
@@ -650,7 +670,9 @@ class Daemon:
                 inode = (st.st_dev, st.st_ino)
                 identified = None
                 parked = self._parked.get(inode)
-                if parked is not None and parked.size == st.st_size:
+                if inode in held:
+                    pass
+                elif parked is not None and parked.size == st.st_size:
                     pass  # parked and unchanged: nothing to read
                 elif inode not in self.active and budget <= 0:
                     waiting += 1  # read once another file is parked
@@ -782,9 +804,56 @@ class Daemon:
                     change != watchfiles.Change.modified for change, _ in changes
                 ):
                     self._rescan.set()
+                for change, path in changes:
+                    if change == watchfiles.Change.added:
+                        self._preopen(path)
                 self._wake.set()
         except Exception as exc:
             log.warning("file change events unavailable; polling only", extra={"error": str(exc)})
+
+    def _preopen(self, path: str) -> None:
+        """Open a just-created file that a source selects; the next scan identifies it."""
+        source = source_of(self.settings.sources, path)
+        if source is None or len(self.active) + len(self._preopened) >= self._max_open:
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            st = os.fstat(fd)
+        except OSError:
+            return  # gone already, or not a file we can read: the scan will say
+        inode = (st.st_dev, st.st_ino)
+        if inode in self.active or inode in self._preopened or not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            return
+        self._preopened[inode] = (source, path, fd)
+
+    def _take_preopened(
+        self, by_inode: dict[InodeKey, list[Checkpoint]]
+    ) -> dict[InodeKey, tuple[str, str, Identified]]:
+        """Identify the pre-opened files that have a complete first line by now."""
+        ready: dict[InodeKey, tuple[str, str, Identified]] = {}
+        for inode, (source, path, fd) in list(self._preopened.items()):
+            try:
+                found = identify_open(
+                    fd,
+                    fingerprint_bytes=self.settings.sources[source].fingerprint_bytes,
+                    candidates=by_inode,
+                )
+                empty_and_gone = found is None and os.fstat(fd).st_nlink == 0
+            except OSError:
+                found, empty_and_gone = None, True
+            if found is not None:
+                ready[inode] = (source, path, found)
+            if found is not None or empty_and_gone:
+                del self._preopened[inode]
+            if found is None and empty_and_gone:
+                os.close(fd)
+        return ready
+
+    def _close_preopened(self) -> None:
+        for _, _, fd in self._preopened.values():
+            os.close(fd)
+        self._preopened.clear()
 
     # -------------------------------------------------------------- checkpoints
 

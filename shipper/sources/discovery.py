@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["discover", "find_by_inode", "is_excluded", "watch_roots"]
+__all__ = ["discover", "find_by_inode", "is_excluded", "source_of", "watch_roots"]
 
 import glob
 import os
@@ -33,6 +33,20 @@ def discover(sources: Mapping[str, SourceSettings]) -> list[tuple[str, str]]:
                 if os.path.isfile(path):
                     found[path] = name
     return [(source, path) for path, source in found.items()]
+
+
+def source_of(sources: Mapping[str, SourceSettings], path: str) -> str | None:
+    """The source (first by name) whose globs select ``path``, judged from the name alone.
+
+    For change events, before any scan. ``**`` patterns are left to the scan.
+    """
+    for name in sorted(sources):
+        source = sources[name]
+        if is_excluded(path, source.exclude):
+            continue
+        if any("**" not in p and fnmatchcase(path, p) for p in source.include):
+            return name
+    return None
 
 
 def watch_roots(sources: Mapping[str, SourceSettings]) -> list[Path]:

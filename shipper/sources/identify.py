@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Identified", "end_of_last_line", "identify"]
+__all__ = ["Identified", "end_of_last_line", "identify", "identify_open"]
 
 import hashlib
 import os
@@ -30,42 +30,57 @@ def identify(
     fingerprint_bytes: int,
     candidates: Mapping[tuple[int, int], Sequence[Checkpoint]],
 ) -> Identified | None:
-    """Open ``path`` and match it against known files on the same device and inode.
+    """Open ``path`` and identify it (see :func:`identify_open`).
 
-    A known file matches only if its first bytes still hash the same: a reused
-    inode or a truncated-and-rewritten file is a new file, never seeked into.
     Returns None (nothing held open) while the file's head is still incomplete.
     Raises OSError when the file cannot be opened (vanished, permissions).
     """
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        st = os.fstat(fd)
-        same_inode = candidates.get((st.st_dev, st.st_ino), ())
-        longest = max([fingerprint_bytes, *(c.fingerprint.head_len for c in same_inode)])
-        head = os.pread(fd, longest, 0)
-        matching = [c for c in same_inode if c.fingerprint.matches_head(head)]
-        if matching:
-            latest = max(matching, key=lambda c: c.fingerprint.generation)
-            if st.st_size >= latest.offset:
-                return Identified(fd, latest.fingerprint, latest, st.st_size)
-            # Same first line, yet shorter than what was read of it: rewritten in
-            # place. A new generation gets new keys, so no range is confused with the old.
-            fingerprint = replace(latest.fingerprint, generation=latest.fingerprint.generation + 1)
-            return Identified(fd, fingerprint, None, st.st_size, rewritten=True)
-        identifying = head_of(head, fingerprint_bytes)
-        if identifying is None:
-            os.close(fd)
-            return None
-        fingerprint = Fingerprint(
-            dev=st.st_dev,
-            ino=st.st_ino,
-            head_len=len(identifying),
-            head_sha256=hashlib.sha256(identifying).hexdigest(),
-        )
-        return Identified(fd, fingerprint, None, st.st_size)
+        found = identify_open(fd, fingerprint_bytes=fingerprint_bytes, candidates=candidates)
     except BaseException:
         os.close(fd)
         raise
+    if found is None:
+        os.close(fd)
+    return found
+
+
+def identify_open(
+    fd: int,
+    *,
+    fingerprint_bytes: int,
+    candidates: Mapping[tuple[int, int], Sequence[Checkpoint]],
+) -> Identified | None:
+    """Match an open file against known files on the same device and inode.
+
+    A known file matches only if its first bytes still hash the same: a reused
+    inode or a truncated-and-rewritten file is a new file, never seeked into.
+    Returns None while the file's head is incomplete; ``fd`` stays the caller's then.
+    """
+    st = os.fstat(fd)
+    same_inode = candidates.get((st.st_dev, st.st_ino), ())
+    longest = max([fingerprint_bytes, *(c.fingerprint.head_len for c in same_inode)])
+    head = os.pread(fd, longest, 0)
+    matching = [c for c in same_inode if c.fingerprint.matches_head(head)]
+    if matching:
+        latest = max(matching, key=lambda c: c.fingerprint.generation)
+        if st.st_size >= latest.offset:
+            return Identified(fd, latest.fingerprint, latest, st.st_size)
+        # Same first line, yet shorter than what was read of it: rewritten in
+        # place. A new generation gets new keys, so no range is confused with the old.
+        fingerprint = replace(latest.fingerprint, generation=latest.fingerprint.generation + 1)
+        return Identified(fd, fingerprint, None, st.st_size, rewritten=True)
+    identifying = head_of(head, fingerprint_bytes)
+    if identifying is None:
+        return None
+    fingerprint = Fingerprint(
+        dev=st.st_dev,
+        ino=st.st_ino,
+        head_len=len(identifying),
+        head_sha256=hashlib.sha256(identifying).hexdigest(),
+    )
+    return Identified(fd, fingerprint, None, st.st_size)
 
 
 def end_of_last_line(fd: int, size: int, block: int = 65536) -> int:
