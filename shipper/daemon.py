@@ -38,7 +38,13 @@ from shipper.processors import build_chain
 from shipper.recovery import resume_positions
 from shipper.sinks import Sink, build_sink
 from shipper.sources.checkpoints import Checkpoint, CheckpointStore
-from shipper.sources.discovery import discover, find_by_inode, source_of, watch_roots
+from shipper.sources.discovery import (
+    discover,
+    find_by_inode,
+    real_parents,
+    source_of,
+    watch_roots,
+)
 from shipper.sources.identify import Identified, end_of_last_line, identify, identify_open
 from shipper.sources.multiline import LineJoiner, start_rule
 from shipper.sources.tail import FileTailer, LineChunk
@@ -63,6 +69,8 @@ class ActiveFile:
     at_eof: bool = False
     #: The file shrank below what was read (copytruncate): finish it, then re-identify.
     truncated: bool = False
+    #: The last read or seal failed; retried, but not allowed to hold up the others.
+    failing: bool = False
     #: Batches cut but not yet sealed (spool full, a failed write). They are sealed,
     #: in order, before the file is read any further.
     unsealed: list[Batch] = field(default_factory=list)
@@ -80,6 +88,8 @@ class Parked:
 
     checkpoint: Checkpoint
     size: int
+    #: A rewrite to the same size still changes the modification time.
+    mtime_ns: int
 
 
 @dataclass(slots=True)
@@ -142,6 +152,7 @@ class Daemon:
         self._waiting_to_open = 0
         self._close_inactive = settings.close_inactive_secs
         self._max_open = settings.max_open_files
+        self._had_state = False
         self._warnings = ThrottledLog(log, interval_secs=10.0)
 
     # ----------------------------------------------------------------- lifecycle
@@ -243,6 +254,7 @@ class Daemon:
         except OSError as exc:
             raise StateError(f"state_dir {state_dir}: {exc}") from exc
         self.known = resume_positions(checkpoints, spooled, delivered)
+        self._had_state = bool(self.known)
         log.info(
             "recovered state",
             extra={
@@ -354,13 +366,14 @@ class Daemon:
         progressed = False
         actives = list(self.active.values())
         # Lines of a rotated file come before those of its successor.
-        draining = [a for a in actives if a.tailer.rotated and not a.at_eof]
+        draining = [a for a in actives if a.tailer.rotated and not a.at_eof and not a.failing]
         for active in draining or actives:
             if self._stopping.is_set():
                 break
             result = await asyncio.to_thread(self._read_step, active)
             self._settle(active, result)
             active.at_eof = not result.got_bytes and result.error is None
+            active.failing = result.error is not None
             active.truncated = active.truncated or result.truncated
             progressed = progressed or result.got_bytes
         return progressed
@@ -474,6 +487,13 @@ class Daemon:
 
     async def _seal_all_open(self) -> None:
         for active in list(self.active.values()):
+            held = None
+            if active.joiner is not None and active.tailer.rotated:
+                # A live file's held record is read again, whole, at the next start;
+                # a rotated file may be gone by then.
+                held = active.joiner.flush(time.time())
+            if held is not None:
+                await asyncio.to_thread(self._process, active, held)
             # A few batches past the spool's limits, rather than reading them again.
             if not await self._flush(active, beyond_limits=True):
                 log.error(
@@ -547,9 +567,13 @@ class Daemon:
                 continue
             # Any other size later (growth, truncation) means there is something to read.
             consumed = active.tailer.read_position
+            try:
+                mtime_ns = active.tailer.mtime_ns()
+            except OSError:
+                continue
             active.tailer.close()
             del self.active[active.inode]
-            self._parked[active.inode] = Parked(checkpoint, consumed)
+            self._parked[active.inode] = Parked(checkpoint, consumed, mtime_ns)
         if chosen:
             self._waiting_to_open = 0
             self._rescan.set()  # waiting files may now be opened
@@ -590,7 +614,9 @@ class Daemon:
         # Files we were reading (at start: all known ones; later: parked ones) that the
         # globs no longer match may have been rotated with lines still unread.
         gone = set(by_inode) if initial else set(self._parked)
-        opened += await self._reopen_rotated(gone - seen, by_inode)
+        opened += await self._reopen_rotated(
+            gone - seen, by_inode, [path for _, path in found], keep_read=not initial
+        )
         for inode in set(self._parked) - seen:
             del self._parked[inode]
         await self._start_tailing(opened)
@@ -608,7 +634,12 @@ class Daemon:
                 )
 
     async def _reopen_rotated(
-        self, missing: set[InodeKey], by_inode: dict[InodeKey, list[Checkpoint]]
+        self,
+        missing: set[InodeKey],
+        by_inode: dict[InodeKey, list[Checkpoint]],
+        found: list[str],
+        *,
+        keep_read: bool,
     ) -> list[ActiveFile]:
         """Find files with unread lines that were renamed out of the globs unobserved.
 
@@ -621,9 +652,12 @@ class Daemon:
             return []
         places = {Path(c.path).parent for c in self.known.values()}
         places.update(watch_roots(self.settings.sources))
-        found = await asyncio.to_thread(find_by_inode, sorted(places), missing)
+        # Through symlinks too (Kubernetes' /var/log/containers): the kubelet renames
+        # the target, in the target's directory.
+        places.update(await asyncio.to_thread(real_parents, found))
+        candidates = await asyncio.to_thread(find_by_inode, sorted(places), missing)
         reopened: list[ActiveFile] = []
-        for path, inode in found:
+        for path, inode in candidates:
             try:
                 # Only known files are wanted here; the head length of a new file is moot.
                 identified = await asyncio.to_thread(
@@ -635,7 +669,9 @@ class Daemon:
             if identified is None:
                 continue
             known = identified.known
-            if known is None or identified.size <= known.offset:
+            # At start, a fully read file needs nothing. A parked one renamed away may
+            # still get lines from a writer that has not reopened yet: follow it.
+            if known is None or (identified.size <= known.offset and not keep_read):
                 os.close(identified.fd)  # another file now, or nothing left to read
                 continue
             if known.source not in self.settings.sources:
@@ -664,12 +700,16 @@ class Daemon:
         budget = self.settings.max_open_files - len(self.active)
         waiting = 0
         headless: set[str] = set()  # files whose first line is not complete yet
+        handled: set[InodeKey] = set()
         for source, path in found:
             try:
                 st = os.stat(path)
                 inode = (st.st_dev, st.st_ino)
                 identified = None
                 parked = self._parked.get(inode)
+                if inode in handled:
+                    continue  # another name (a link) for a file this scan has seen
+                handled.add(inode)
                 if inode in held:
                     pass
                 elif parked is not None and parked.size == st.st_size:
@@ -713,13 +753,16 @@ class Daemon:
         if found.known is not None:
             offset = found.known.offset
             source = found.known.source
+            found.known.seen_at = time.time()
         elif found.rewritten:
             offset = 0
             log.warning(
                 "file rewritten in place with the same first line; reading it from its start",
                 extra={"path": path, "fingerprint": found.fingerprint.id},
             )
-        elif initial and settings.read_from == "end":
+        elif initial and settings.read_from == "end" and not self._had_state:
+            # Only on a first start. A file new at a later start appeared while we were
+            # down (a rotation, most likely): all of it is unread.
             offset = end_of_last_line(found.fd, found.size)
         else:
             # A file that appears while running is read whole: it is usually the new
@@ -747,7 +790,10 @@ class Daemon:
         joiner = None
         if rule is not None:
             joiner = LineJoiner(
-                rule, timeout_secs=multiline.timeout_secs, max_lines=multiline.max_lines
+                rule,
+                timeout_secs=multiline.timeout_secs,
+                max_lines=multiline.max_lines,
+                max_bytes=settings.max_line_bytes,
             )
         return ActiveFile(tailer, batcher, inode, joiner=joiner)
 
@@ -800,8 +846,10 @@ class Daemon:
                 # A write wakes the reader; a create, rename or delete also needs a rescan,
                 # and so does a write while a new file waits for its first line: it may be
                 # rotated away soon, and it must be open by then.
-                if self._unidentified or any(
-                    change != watchfiles.Change.modified for change, _ in changes
+                if (
+                    self._unidentified
+                    or self._parked
+                    or any(change != watchfiles.Change.modified for change, _ in changes)
                 ):
                     self._rescan.set()
                 for change, path in changes:
@@ -860,6 +908,9 @@ class Daemon:
     async def _persist_periodically(self) -> None:
         while True:
             await asyncio.sleep(CHECKPOINT_INTERVAL_SECS)
+            # Forgetting runs here only, never during a scan: a scan first marks what
+            # it found as seen, so a long downtime cannot make live files look gone.
+            self._forget_old_checkpoints()
             if self._checkpoints_dirty:
                 await self._persist_checkpoints()
 
@@ -881,7 +932,6 @@ class Daemon:
     async def _persist_checkpoints_now(self) -> None:
         # The snapshot is taken on the event loop, where checkpoints change.
         self._checkpoints_dirty = False
-        self._forget_old_checkpoints()
         snapshot = {fid: replace(c) for fid, c in self.known.items()}
         try:
             await asyncio.to_thread(self.checkpoint_store.save, snapshot)

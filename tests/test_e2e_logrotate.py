@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,13 @@ RATE = 3000
 
 
 def rotate_while_writing(
-    shipping: Shipping, options: str, handler: str, rotations: int = 3, at_bytes: int = 200_000
+    shipping: Shipping,
+    options: str,
+    handler: str,
+    *,
+    rotations: int = 3,
+    at_bytes: int = 200_000,
+    apart_secs: float = 0.0,
 ) -> None:
     """Write LINES at RATE; force a rotation with ``options`` each time app.log has grown."""
     app = shipping.logs / "app.log"
@@ -31,9 +39,16 @@ def rotate_while_writing(
     config.write_text(f"{app} {{\n    rotate 50\n    missingok\n    nomail\n{options}\n}}\n")
     state = shipping.root / "logrotate.state"
     writer = start_writer(app, 0, LINES, rate=RATE, handler=handler)
+
+    def ready(since: float) -> bool:
+        return app.exists() and app.stat().st_size > at_bytes and time.monotonic() > since
+
+    not_before = 0.0
     for n in range(1, rotations + 1):
-        # Rotate at a point in the stream, not at a time: when the file holds some lines.
-        wait_for(lambda: app.exists() and app.stat().st_size > at_bytes, 30)
+        # Rotate at a point in the stream, not at a time: when the file holds some lines
+        # (and, for date-named rotations, in another second than the last one).
+        wait_for(functools.partial(ready, not_before), 30)
+        not_before = time.monotonic() + apart_secs
         done = subprocess.run(
             ["logrotate", "-f", "-s", str(state), str(config)],
             capture_output=True,
@@ -62,7 +77,8 @@ def test_dateext(tmp_path: Path) -> None:
             "    create\n    dateext\n    dateformat -%Y%m%d-%H%M%S",
             "watched",
             rotations=2,
-            at_bytes=800_000,
+            at_bytes=200_000,
+            apart_secs=1.1,
         )
         shipping.finish(LINES)
 

@@ -185,6 +185,9 @@ def test_tiny_rotating_handler_at_5000_lines_per_second(
     # deleted about 0.27 s after it was created. Each is opened as its creation is seen.
     shipping = Shipping(tmp_path, "s3", seaweed=seaweed, bucket=s3_bucket, include="app.log*")
     with shipping.daemon:
+        # Files deleted before the daemon runs cannot be shipped by anyone: start writing
+        # once it is up.
+        wait_for(lambda: '"started"' in shipping.daemon.log_text(), 60)
         run_writer(
             shipping.logs / "app.log",
             0,

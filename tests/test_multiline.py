@@ -31,7 +31,10 @@ def joiner(preset: str | None = None, pattern: str | None = None, **kw: float) -
     rule = start_rule(preset=preset, start_pattern=pattern)
     assert rule is not None
     return LineJoiner(
-        rule, timeout_secs=kw.get("timeout", 1.0), max_lines=int(kw.get("max_lines", 100))
+        rule,
+        timeout_secs=kw.get("timeout", 1.0),
+        max_lines=int(kw.get("max_lines", 100)),
+        max_bytes=int(kw.get("max_bytes", 1 << 20)),
     )
 
 
@@ -89,3 +92,9 @@ def test_deadline_follows_the_last_line() -> None:
 @pytest.mark.parametrize("preset", [None])
 def test_off_when_nothing_is_configured(preset: str | None) -> None:
     assert start_rule(preset=preset, start_pattern=None) is None
+
+
+def test_a_record_is_cut_at_max_bytes() -> None:
+    j = joiner(pattern=r"^S", max_bytes=10)
+    out = j.feed(chunk([b"S", b"aaaa", b"bbbb", b"cccc", b"dddd"]))
+    assert out.lines == [b"S\naaaa\nbbbb"]  # 11 bytes held: full before "cccc"

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["discover", "find_by_inode", "is_excluded", "source_of", "watch_roots"]
+__all__ = [
+    "discover",
+    "find_by_inode",
+    "is_excluded",
+    "real_parents",
+    "source_of",
+    "watch_roots",
+]
 
 import glob
 import os
@@ -89,3 +96,8 @@ def find_by_inode(
             if inode in wanted:
                 found.append((entry.path, inode))
     return found
+
+
+def real_parents(paths: Iterable[str]) -> set[Path]:
+    """The directories the files really live in, through any symlinks."""
+    return {Path(os.path.realpath(path)).parent for path in paths}

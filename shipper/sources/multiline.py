@@ -56,11 +56,16 @@ def start_rule(*, preset: str | None, start_pattern: str | None) -> StartRule | 
 
 
 class LineJoiner:
-    def __init__(self, rule: StartRule, *, timeout_secs: float, max_lines: int) -> None:
+    def __init__(
+        self, rule: StartRule, *, timeout_secs: float, max_lines: int, max_bytes: int
+    ) -> None:
         self.rule = rule
         self.timeout_secs = timeout_secs
         self.max_lines = max_lines
+        #: A record is also emitted at this size, so memory stays bounded per file.
+        self.max_bytes = max_bytes
         self._held: list[bytes] = []
+        self._held_bytes = 0
         self._end = 0
         self._flags: tuple[str, ...] = ()
         self._last_line_at = 0.0
@@ -79,9 +84,11 @@ class LineJoiner:
         out = LineChunk(read_time=chunk.read_time)
         for index, (line, end) in enumerate(zip(chunk.lines, chunk.ends, strict=True)):
             starts = self.rule(line, self._previous)
-            if self._held and (starts or len(self._held) >= self.max_lines):
+            full = len(self._held) >= self.max_lines or self._held_bytes >= self.max_bytes
+            if self._held and (starts or full):
                 self._emit(out)
             self._held.append(line)
+            self._held_bytes += len(line) + 1
             self._end = end
             self._flags = (*self._flags, *chunk.flags.get(index, ()))
             self._previous = line
@@ -101,4 +108,5 @@ class LineJoiner:
         flags = tuple(dict.fromkeys(self._flags))  # each flag once, in order
         out.add(b"\n".join(self._held), self._end, *flags)
         self._held = []
+        self._held_bytes = 0
         self._flags = ()

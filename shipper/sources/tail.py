@@ -81,6 +81,10 @@ class FileTailer:
         """Where the next read starts: past the lines handed out and the line in progress."""
         return self.offset + len(self._pending) + self._skipped
 
+    def mtime_ns(self) -> int:
+        assert self._fd is not None
+        return os.fstat(self._fd).st_mtime_ns
+
     def replaced_in_place(self) -> bool:
         """Whether the file was truncated or rewritten under us (copytruncate, ``> file``).
 
