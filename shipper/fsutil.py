@@ -1,8 +1,8 @@
-"""Durable file writes: temp file, fsync, rename, fsync of the directory."""
+"""Durable file writes (fsync of the file and of its directory) and printable paths."""
 
 from __future__ import annotations
 
-__all__ = ["fsync_dir", "printable_path", "write_atomic", "write_synced"]
+__all__ = ["fsync_dir", "printable_path", "write_synced"]
 
 import os
 from pathlib import Path
@@ -34,14 +34,6 @@ def write_synced(path: Path, data: bytes) -> None:
         path.unlink(missing_ok=True)
         raise
     os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so a crash leaves either the old or the new content."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write_synced(tmp, data)
-    tmp.replace(path)
-    fsync_dir(path.parent)
 
 
 def printable_path(path: str) -> str:

@@ -73,10 +73,6 @@ class FileTailer:
         self.last_growth = time.monotonic()
 
     @property
-    def closed(self) -> bool:
-        return self._fd is None
-
-    @property
     def read_position(self) -> int:
         """Where the next read starts: past the lines handed out and the line in progress."""
         return self.offset + len(self._pending) + self._skipped
