@@ -14,7 +14,8 @@ import time
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
+
+from tests.support.managed import Managed
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,7 +80,7 @@ def _tail(path: Path, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class ShipperProcess:
+class ShipperProcess(Managed):
     """``python -m shipper run -c CONFIG`` with stdout+stderr appended to ``log_dir/NAME.log``.
 
     The log file is appended to across restarts, each run headed by a marker line, so a
@@ -207,18 +208,6 @@ class ShipperProcess:
         if self._proc is None:
             raise RuntimeError(f"{self.name} was never started")
         return self._proc
-
-    def __enter__(self) -> ShipperProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.is_running() else f"exit {self.returncode}"

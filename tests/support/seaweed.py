@@ -24,12 +24,13 @@ import tempfile
 import time
 import weakref
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
+from tests.support.managed import Managed
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -82,7 +83,7 @@ def _tail(path: Path, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class SeaweedServer:
+class SeaweedServer(Managed):
     """One ``weed mini`` process with its data under ``data_dir``.
 
     ``data_dir`` holds ``weed-data/`` (the ``-dir``), ``identities.json`` and
@@ -330,18 +331,6 @@ class SeaweedServer:
                 for sock in directory.glob(f"seaweedfs-*-{port}.sock"):
                     with contextlib.suppress(OSError):
                         sock.unlink()
-
-    def __enter__(self) -> SeaweedServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.is_running() else "stopped"
