@@ -45,7 +45,14 @@ from shipper.sources.discovery import (
     source_of,
     watch_roots,
 )
-from shipper.sources.identify import Identified, end_of_last_line, identify, identify_open
+from shipper.sources.identify import (
+    ByHead,
+    Identified,
+    end_of_last_line,
+    identify,
+    identify_open,
+)
+from shipper.sources.markers import Marker, remember
 from shipper.sources.multiline import LineJoiner, start_rule
 from shipper.sources.tail import FileTailer, LineChunk
 from shipper.spool import Spool, SpoolEntry
@@ -76,6 +83,8 @@ class ActiveFile:
     unsealed: list[Batch] = field(default_factory=list)
     #: Joins multiline records, when the source asks for it.
     joiner: LineJoiner | None = None
+    #: The fingerprint id of the file this one is a copy of (copytruncate).
+    copy_of: str | None = None
 
     def lines_of(self, chunk: LineChunk) -> LineChunk:
         """Lines as records: joined into multiline records where configured."""
@@ -95,6 +104,8 @@ class Parked:
 @dataclass(slots=True)
 class StepResult:
     entries: list[SpoolEntry] = field(default_factory=list)
+    #: Markers of the sealed ends, by fingerprint id, for the checkpoints.
+    markers: list[tuple[str, Marker]] = field(default_factory=list)
     got_bytes: bool = False
     truncated: bool = False
     error: OSError | None = None
@@ -397,6 +408,7 @@ class Daemon:
         self._process(active, active.lines_of(chunk))
         more = self._seal_unsealed(active)
         result.entries += more.entries
+        result.markers += more.markers
         result.error = more.error
         return result
 
@@ -417,18 +429,29 @@ class Daemon:
         while active.unsealed:
             if self._spool_full() and not beyond_limits:
                 break
+            batch = active.unsealed[0]
             try:
-                entry = self._seal(active.unsealed[0])
+                entry = self._seal(batch)
             except OSError as exc:
                 result.error = exc
                 break
             del active.unsealed[0]
             result.entries.append(entry)
+            try:
+                marker = active.tailer.marker_at(batch.end)
+            except OSError:
+                marker = None  # the file is unreadable now; the older markers still hold
+            if marker is not None:
+                result.markers.append((batch.fingerprint.id, marker))
         return result
 
     def _settle(self, active: ActiveFile, result: StepResult) -> None:
         """Back on the event loop: accept what was sealed, report what failed."""
         self._accept(result.entries)
+        for fid, marker in result.markers:
+            checkpoint = self.known.get(fid)
+            if checkpoint is not None:
+                checkpoint.markers = remember(checkpoint.markers, marker)
         if result.error is not None:
             self._warnings.warn(
                 "file read or spool write failed; will retry",
@@ -527,6 +550,10 @@ class Daemon:
                 continue  # retried on the next round; the handle stays open meanwhile
             tailer.close()
             del self.active[inode]
+            finished = self.known.get(tailer.fingerprint.id)
+            if finished is not None:
+                finished.finished = True
+                self._checkpoints_dirty = True
             if active.truncated:
                 log.warning(
                     "file truncated in place (copytruncate?); reading it again from its start",
@@ -583,13 +610,17 @@ class Daemon:
     async def _scan(self, *, initial: bool) -> None:
         found = await asyncio.to_thread(discover, self.settings.sources)
         by_inode: dict[InodeKey, list[Checkpoint]] = defaultdict(list)
+        by_head: dict[str, list[Checkpoint]] = defaultdict(list)
         for checkpoint in self.known.values():
             fp = checkpoint.fingerprint
             by_inode[(fp.dev, fp.ino)].append(checkpoint)
-        early = self._take_preopened(by_inode)
+            if checkpoint.markers:
+                by_head[fp.head_sha256].append(checkpoint)
+        early = self._take_preopened(by_inode, by_head)
         results = await asyncio.to_thread(
-            self._identify_all, found, by_inode, set(early) | set(self._preopened)
+            self._identify_all, found, by_inode, by_head, set(early) | set(self._preopened)
         )
+        alive = self._alive_ids([r[3] for r in results] + [e[2] for e in early.values()])
         seen: set[InodeKey] = set()
         opened: list[ActiveFile] = []
         for source, path, inode, scanned in results:
@@ -602,10 +633,12 @@ class Daemon:
                     log.info("file renamed", extra={"from": active.tailer.path, "to": shown})
                     active.tailer.path = active.batcher.path = shown
                 active.tailer.rotated = False
-            elif identified is not None:
+            elif identified is not None and not self._held_back(identified, alive):
                 self._parked.pop(inode, None)
                 opened.append(self._open(source, path, inode, identified, initial=initial))
         for inode, (source, path, identified) in early.items():
+            if self._held_back(identified, alive):
+                continue
             # Created and rotated away (or deleted) before any scan saw it: read it
             # through the handle taken when it appeared.
             active = self._open(source, path, inode, identified, initial=False)
@@ -632,6 +665,26 @@ class Daemon:
                 log.info(
                     "file rotated away; reading it to its end", extra={"path": active.tailer.path}
                 )
+
+    def _alive_ids(self, identified: list[Identified | None]) -> set[str]:
+        """Fingerprint ids of the files still there to be read: tailed, parked, or just found."""
+        alive = {a.tailer.fingerprint.id for a in self.active.values()}
+        alive.update(p.checkpoint.fingerprint.id for p in self._parked.values())
+        alive.update(i.known.fingerprint.id for i in identified if i is not None and i.known)
+        return alive
+
+    def _held_back(self, identified: Identified, alive: set[str]) -> bool:
+        """Hold back a copy of a file that is still being read (closing it); True if so.
+
+        copytruncate copies first and truncates after: until the original is read to
+        its truncation, where the copy should continue is not known yet. A scan after
+        the original is finished (or gone) continues the copy.
+        """
+        original = identified.copy_of
+        if original is None or original.fingerprint.id not in alive:
+            return False
+        os.close(identified.fd)
+        return True
 
     async def _reopen_rotated(
         self,
@@ -690,6 +743,7 @@ class Daemon:
         self,
         found: list[tuple[str, str]],
         by_inode: dict[InodeKey, list[Checkpoint]],
+        by_head: ByHead,
         held: set[InodeKey],
     ) -> list[tuple[str, str, InodeKey, Identified | None]]:
         """Runs in a thread: stat every path, open and fingerprint the ones not being tailed.
@@ -721,6 +775,7 @@ class Daemon:
                         path,
                         fingerprint_bytes=self.settings.sources[source].fingerprint_bytes,
                         candidates=by_inode,
+                        by_head=by_head,
                     )
                     if identified is None:
                         headless.add(path)
@@ -750,10 +805,22 @@ class Daemon:
         self, source: str, path: str, inode: InodeKey, found: Identified, *, initial: bool
     ) -> ActiveFile:
         settings = self.settings.sources[source]
+        copy_of = None
         if found.known is not None:
             offset = found.known.offset
             source = found.known.source
             found.known.seen_at = time.time()
+            found.known.finished = False  # found again where it may still grow
+        elif found.copy_of is not None:
+            original = found.copy_of
+            copy_of = original.fingerprint.id
+            # A second copy of the same file holds nothing the first did not.
+            continued = any(c.copy_of == copy_of for c in self.known.values())
+            offset = found.size if continued else min(original.offset, found.size)
+            log.info(
+                "copy of a known file (copytruncate?): continuing it where that one was read up to",
+                extra={"path": path, "copy_of": original.path, "offset": offset},
+            )
         elif found.rewritten:
             offset = 0
             log.warning(
@@ -795,7 +862,7 @@ class Daemon:
                 max_lines=multiline.max_lines,
                 max_bytes=settings.max_line_bytes,
             )
-        return ActiveFile(tailer, batcher, inode, joiner=joiner)
+        return ActiveFile(tailer, batcher, inode, joiner=joiner, copy_of=copy_of)
 
     async def _start_tailing(self, opened: list[ActiveFile]) -> None:
         """Checkpoint never-seen files where they start, durably, before reading them.
@@ -807,7 +874,11 @@ class Daemon:
         for active in new:
             tailer = active.tailer
             self.known[tailer.fingerprint.id] = Checkpoint(
-                tailer.fingerprint, tailer.source, tailer.path, tailer.offset
+                tailer.fingerprint,
+                tailer.source,
+                tailer.path,
+                tailer.offset,
+                copy_of=active.copy_of,
             )
         if new:
             await self._persist_checkpoints()
@@ -876,7 +947,7 @@ class Daemon:
         self._preopened[inode] = (source, path, fd)
 
     def _take_preopened(
-        self, by_inode: dict[InodeKey, list[Checkpoint]]
+        self, by_inode: dict[InodeKey, list[Checkpoint]], by_head: ByHead
     ) -> dict[InodeKey, tuple[str, str, Identified]]:
         """Identify the pre-opened files that have a complete first line by now."""
         ready: dict[InodeKey, tuple[str, str, Identified]] = {}
@@ -886,6 +957,7 @@ class Daemon:
                     fd,
                     fingerprint_bytes=self.settings.sources[source].fingerprint_bytes,
                     candidates=by_inode,
+                    by_head=by_head,
                 )
                 empty_and_gone = found is None and os.fstat(fd).st_nlink == 0
             except OSError:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from shipper.exit_codes import ExitCode
 from tests.e2e_harness import Shipping
-from tests.support.producers import start_writer, wait_writer
+from tests.support.producers import run_writer, start_writer, wait_writer
 from tests.support.store import wait_for
 
 pytestmark = [
@@ -22,6 +24,21 @@ pytestmark = [
 
 LINES = 15_000
 RATE = 3000
+
+
+def logrotate_once(shipping: Shipping, options: str) -> None:
+    """Force one rotation of app.log with ``options``, as cron would run logrotate."""
+    app = shipping.logs / "app.log"
+    config = shipping.root / "logrotate.conf"
+    config.write_text(f"{app} {{\n    rotate 50\n    missingok\n    nomail\n{options}\n}}\n")
+    state = shipping.root / "logrotate.state"
+    done = subprocess.run(
+        ["logrotate", "-f", "-s", str(state), str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def rotate_while_writing(
@@ -35,9 +52,6 @@ def rotate_while_writing(
 ) -> None:
     """Write LINES at RATE; force a rotation with ``options`` each time app.log has grown."""
     app = shipping.logs / "app.log"
-    config = shipping.root / "logrotate.conf"
-    config.write_text(f"{app} {{\n    rotate 50\n    missingok\n    nomail\n{options}\n}}\n")
-    state = shipping.root / "logrotate.state"
     writer = start_writer(app, 0, LINES, rate=RATE, handler=handler)
 
     def ready(since: float) -> bool:
@@ -49,15 +63,21 @@ def rotate_while_writing(
         # (and, for date-named rotations, in another second than the last one).
         wait_for(functools.partial(ready, not_before), 30)
         not_before = time.monotonic() + apart_secs
-        done = subprocess.run(
-            ["logrotate", "-f", "-s", str(state), str(config)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
+        logrotate_once(shipping, options)
         assert len(list(shipping.logs.iterdir())) > n
     wait_writer(writer)
+
+
+def seqs_on_disk(logs: Path) -> set[int]:
+    """The ``seq`` of every line still in some file of the logs directory."""
+    found: set[int] = set()
+    for path in logs.iterdir():
+        for line in path.read_bytes().splitlines():
+            with contextlib.suppress(orjson.JSONDecodeError):
+                record = orjson.loads(line)
+                if isinstance(record, dict) and "seq" in record:
+                    found.add(record["seq"])
+    return found
 
 
 def test_create(tmp_path: Path) -> None:
@@ -91,7 +111,7 @@ def test_compress_and_delaycompress(tmp_path: Path) -> None:
         shipping.finish(LINES)
 
 
-def test_copytruncate_loses_only_inside_its_window_and_never_duplicates(
+def test_copytruncate_with_the_copy_out_of_the_globs_loses_only_inside_its_window(
     tmp_path: Path,
 ) -> None:
     # The copy (app.log.N) is not in the globs; the truncated app.log is read again from 0.
@@ -109,4 +129,48 @@ def test_copytruncate_loses_only_inside_its_window_and_never_duplicates(
     # between logrotate's copy and its truncate). Nothing is lost anywhere else.
     runs = [seq for i, seq in enumerate(lost) if i == 0 or lost[i - 1] != seq - 1]
     assert len(runs) <= 3, f"lost lines in {len(runs)} places: {lost[:20]}"
-    print(f"copytruncate: {LINES} written, {len(delivered)} delivered, {len(lost)} lost")
+    in_copies = len(set(lost) & seqs_on_disk(shipping.logs))
+    print(
+        f"copytruncate, copy out of the globs: {LINES} written, {len(delivered)} delivered,"
+        f" {len(lost)} lost ({in_copies} of them only in the copies)"
+    )
+
+
+def test_copytruncate_with_the_copy_in_the_globs_continues_the_copy(tmp_path: Path) -> None:
+    # The copies match app.log*: each is recognised by its content as the copy of the
+    # file being read, and continued where that one was read up to, never shipped anew.
+    shipping = Shipping(tmp_path, "directory", include="app.log*")
+    with shipping.daemon:
+        rotate_while_writing(shipping, "    copytruncate", "file")
+        wait_for(lambda: shipping.delivered()[LINES - 1] >= 1, 60)
+        assert shipping.daemon.terminate() == ExitCode.OK
+    delivered = shipping.delivered()
+    assert max(delivered.values()) == 1, "no line twice"
+    lost = sorted(set(range(LINES)) - set(delivered))
+    # Only lines written between logrotate's copy and its truncate can be lost: they
+    # are in no file (logrotate's own window, ~10 ms per rotation at this rate).
+    assert not set(lost) & seqs_on_disk(shipping.logs), "a line still in a file was lost"
+    assert len(lost) <= 3 * RATE // 10, f"lost {len(lost)}: {lost[:20]}"
+    assert shipping.daemon.log_text().count("copy of a known file") >= 1
+    print(
+        f"copytruncate, copy in the globs: {LINES} written, {len(delivered)} delivered,"
+        f" {len(lost)} lost (in no file)"
+    )
+
+
+def test_copytruncate_while_stopped_finishes_from_the_copy(tmp_path: Path) -> None:
+    # Lines written while the daemon is down are only in the copy once logrotate has
+    # truncated app.log: the copy is continued where app.log was read up to.
+    shipping = Shipping(tmp_path, "directory", include="app.log*")
+    app = shipping.logs / "app.log"
+    run_writer(app, 0, 1000)
+    shipping.daemon.start()
+    shipping.wait_delivered(1000)
+    assert shipping.daemon.terminate() == ExitCode.OK
+    run_writer(app, 1000, 500)
+    logrotate_once(shipping, "    copytruncate")
+    assert app.stat().st_size == 0
+    run_writer(app, 1500, 500)
+    shipping.daemon.start()
+    shipping.finish(2000)
+    assert "copy of a known file" in shipping.daemon.log_text()

@@ -60,6 +60,29 @@ def test_rotation_out_of_the_globs_while_stopped(tmp_path: Path) -> None:
     assert "found a rotated file with unread lines" in shipping.daemon.log_text()
 
 
+def test_rewrite_with_the_same_first_bytes_while_stopped(tmp_path: Path) -> None:
+    # Truncated and written again, longer than before, starting with the same bytes
+    # (the fingerprint covers the first 16): the head and the size both say "the same
+    # file"; the bytes before the saved offset say otherwise, so it is read from its
+    # start as a new generation, never seeked into.
+    shipping = Shipping(tmp_path, "directory", source_toml="fingerprint_bytes = 16")
+    app = shipping.logs / "app.log"
+
+    def lines(seqs: range) -> bytes:
+        return b"".join(b'{"message": "same start", "seq": %d}\n' % seq for seq in seqs)
+
+    app.write_bytes(lines(range(1000)))
+    shipping.daemon.start()
+    shipping.wait_delivered(1000)
+    assert shipping.daemon.terminate() == ExitCode.OK
+    inode = app.stat().st_ino
+    app.write_bytes(lines(range(1000, 4000)))  # O_TRUNC: the same inode
+    assert app.stat().st_ino == inode
+    shipping.daemon.start()
+    shipping.finish(4000)
+    assert "rewritten in place" in shipping.daemon.log_text()
+
+
 def test_delete_while_open(tmp_path: Path) -> None:
     shipping = Shipping(tmp_path, "directory")
     with shipping.daemon:

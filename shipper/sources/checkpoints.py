@@ -20,6 +20,7 @@ import orjson
 
 from shipper.fsutil import fsync_dir, write_synced
 from shipper.sources.fingerprint import Fingerprint
+from shipper.sources.markers import Marker
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +36,27 @@ class Checkpoint:
     offset: int
     #: Wall-clock time the file was last found or read; old ones are forgotten.
     seen_at: float = field(default_factory=time.time)
+    #: Checksums of the bytes before the last few sealed ends (see ``markers``).
+    markers: tuple[Marker, ...] = ()
+    #: Read to its end after it was rotated away or truncated: nothing more will come.
+    finished: bool = False
+    #: The file this one is a copy of (copytruncate), continued where that one stopped.
+    copy_of: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "fingerprint": self.fingerprint.to_json(),
             "source": self.source,
             "path": self.path,
             "offset": self.offset,
             "seen_at": self.seen_at,
+            "markers": [m.to_json() for m in self.markers],
         }
+        if self.finished:
+            doc["finished"] = True
+        if self.copy_of is not None:
+            doc["copy_of"] = self.copy_of
+        return doc
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Checkpoint:
@@ -53,6 +66,9 @@ class Checkpoint:
             path=str(data["path"]),
             offset=int(data["offset"]),
             seen_at=float(data.get("seen_at", time.time())),
+            markers=tuple(Marker.from_json(m) for m in data.get("markers", ())),
+            finished=bool(data.get("finished", False)),
+            copy_of=None if data.get("copy_of") is None else str(data["copy_of"]),
         )
 
 

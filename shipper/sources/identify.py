@@ -11,6 +11,10 @@ from dataclasses import dataclass, replace
 
 from shipper.sources.checkpoints import Checkpoint
 from shipper.sources.fingerprint import Fingerprint, head_of
+from shipper.sources.markers import Pread, check_markers
+
+#: Known files by the SHA-256 of their first bytes, to recognise copies of them.
+ByHead = Mapping[str, Sequence[Checkpoint]]
 
 
 @dataclass(slots=True)
@@ -22,6 +26,9 @@ class Identified:
     size: int
     #: A known file rewritten in place with the same first line: read it from byte 0.
     rewritten: bool = False
+    #: A new file (another inode) holding a known file's bytes: a copy of it, such as
+    #: copytruncate's. It is continued from where the known file was read up to.
+    copy_of: Checkpoint | None = None
 
 
 def identify(
@@ -29,6 +36,7 @@ def identify(
     *,
     fingerprint_bytes: int,
     candidates: Mapping[tuple[int, int], Sequence[Checkpoint]],
+    by_head: ByHead | None = None,
 ) -> Identified | None:
     """Open ``path`` and identify it (see :func:`identify_open`).
 
@@ -37,7 +45,9 @@ def identify(
     """
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        found = identify_open(fd, fingerprint_bytes=fingerprint_bytes, candidates=candidates)
+        found = identify_open(
+            fd, fingerprint_bytes=fingerprint_bytes, candidates=candidates, by_head=by_head
+        )
     except BaseException:
         os.close(fd)
         raise
@@ -51,24 +61,36 @@ def identify_open(
     *,
     fingerprint_bytes: int,
     candidates: Mapping[tuple[int, int], Sequence[Checkpoint]],
+    by_head: ByHead | None = None,
 ) -> Identified | None:
     """Match an open file against known files on the same device and inode.
 
-    A known file matches only if its first bytes still hash the same: a reused
-    inode or a truncated-and-rewritten file is a new file, never seeked into.
+    A known file matches only if its first bytes still hash the same and the
+    bytes before its last read positions (its markers) are still there: a
+    reused inode or a truncated-and-rewritten file is a new file, never seeked
+    into. A new file that starts like a known file on another inode, with the
+    same bytes at its markers, is a copy of it (``by_head`` lists the known files).
     Returns None while the file's head is incomplete; ``fd`` stays the caller's then.
     """
     st = os.fstat(fd)
     same_inode = candidates.get((st.st_dev, st.st_ino), ())
     longest = max([fingerprint_bytes, *(c.fingerprint.head_len for c in same_inode)])
     head = os.pread(fd, longest, 0)
+
+    def pread(length: int, offset: int) -> bytes:
+        return os.pread(fd, length, offset)
+
     matching = [c for c in same_inode if c.fingerprint.matches_head(head)]
     if matching:
         latest = max(matching, key=lambda c: c.fingerprint.generation)
-        if st.st_size >= latest.offset:
+        if (
+            st.st_size >= latest.offset
+            and check_markers(latest.markers, pread, st.st_size) is not False
+        ):
             return Identified(fd, latest.fingerprint, latest, st.st_size)
-        # Same first line, yet shorter than what was read of it: rewritten in
-        # place. A new generation gets new keys, so no range is confused with the old.
+        # Same first line, yet shorter than what was read of it, or other bytes where
+        # we read: rewritten in place. A new generation gets new keys, so no range is
+        # confused with the old.
         fingerprint = replace(latest.fingerprint, generation=latest.fingerprint.generation + 1)
         return Identified(fd, fingerprint, None, st.st_size, rewritten=True)
     identifying = head_of(head, fingerprint_bytes)
@@ -80,7 +102,33 @@ def identify_open(
         head_len=len(identifying),
         head_sha256=hashlib.sha256(identifying).hexdigest(),
     )
-    return Identified(fd, fingerprint, None, st.st_size)
+    copied = (by_head or {}).get(fingerprint.head_sha256, ())
+    copy_of = _original_of(fingerprint, copied, pread, st.st_size)
+    return Identified(fd, fingerprint, None, st.st_size, copy_of=copy_of)
+
+
+def _original_of(
+    fingerprint: Fingerprint, known: Sequence[Checkpoint], pread: Pread, size: int
+) -> Checkpoint | None:
+    """The known file (on another inode) this new one is a copy of, if any.
+
+    Starting the same is not enough: the bytes at the known file's markers must be
+    there too. A file too short to check (or a known file without markers yet) is
+    a new file: a service writing the same banner line again is common, a copy
+    that stops before every one of the last sealed ends is not.
+    """
+    best: Checkpoint | None = None
+    for checkpoint in known:
+        original = checkpoint.fingerprint
+        if (original.dev, original.ino) == (fingerprint.dev, fingerprint.ino):
+            continue
+        if original.head_len != fingerprint.head_len:
+            continue
+        if check_markers(checkpoint.markers, pread, size) is not True:
+            continue
+        if best is None or checkpoint.offset > best.offset:
+            best = checkpoint
+    return best
 
 
 def end_of_last_line(fd: int, size: int, block: int = 65536) -> int:

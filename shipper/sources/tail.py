@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from shipper.sources.fingerprint import Fingerprint
+from shipper.sources.markers import Marker, marker_of
 
 TRUNCATED = "truncated"
 PARTIAL = "partial"
@@ -77,6 +78,17 @@ class FileTailer:
         """Where the next read starts: past the lines handed out and the line in progress."""
         return self.offset + len(self._pending) + self._skipped
 
+    def _pread(self, length: int, offset: int) -> bytes:
+        assert self._fd is not None
+        return os.pread(self._fd, length, offset)
+
+    def marker_at(self, end: int) -> Marker | None:
+        """The marker of an end we read up to, taken while the file still holds those bytes."""
+        marker = marker_of(self._pread, end)
+        if marker is None or self.replaced_in_place():
+            return None
+        return marker
+
     def mtime_ns(self) -> int:
         assert self._fd is not None
         return os.fstat(self._fd).st_mtime_ns
@@ -91,13 +103,12 @@ class FileTailer:
         assert self._fd is not None
         if os.fstat(self._fd).st_size < self.read_position:
             return True
-        head = os.pread(self._fd, self.fingerprint.head_len, 0)
+        head = self._pread(self.fingerprint.head_len, 0)
         return not self.fingerprint.matches_head(head)
 
     def read(self) -> LineChunk | None:
         """Read one chunk; return its complete lines, or None at end of file."""
-        assert self._fd is not None
-        data = os.pread(self._fd, self.chunk_bytes, self.read_position)
+        data = self._pread(self.chunk_bytes, self.read_position)
         if not data:
             return None
         self.last_growth = time.monotonic()

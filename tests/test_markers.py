@@ -1,0 +1,165 @@
+"""Content markers: resuming only into the bytes we read, and recognising copies."""
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shipper.sources.checkpoints import Checkpoint, CheckpointStore
+from shipper.sources.identify import Identified, identify
+from shipper.sources.markers import (
+    MARKER_BYTES,
+    MARKERS_KEPT,
+    Marker,
+    Pread,
+    check_markers,
+    marker_of,
+    remember,
+)
+
+BANNER = b"service starting\n"
+
+
+def lines(first: int, count: int) -> bytes:
+    return b"".join(
+        b'{"seq": %d, "msg": "some text to fill the line"}\n' % i
+        for i in range(first, first + count)
+    )
+
+
+def reader(data: bytes) -> Pread:
+    return lambda length, offset: data[offset : offset + length]
+
+
+def test_a_marker_covers_the_bytes_before_its_end() -> None:
+    data = lines(0, 10)
+    marker = marker_of(reader(data), 200)
+    assert marker is not None and marker.start == 200 - MARKER_BYTES
+    assert check_markers([marker], reader(data), len(data)) is True
+    changed = data[:150] + b"X" + data[151:]
+    assert check_markers([marker], reader(changed), len(changed)) is False
+    # Outside the marker's bytes a change goes unnoticed: it checks, it does not hash it all.
+    elsewhere = data[:10] + b"X" + data[11:]
+    assert check_markers([marker], reader(elsewhere), len(elsewhere)) is True
+
+
+def test_markers_past_the_end_say_nothing() -> None:
+    data = lines(0, 3)
+    marker = marker_of(reader(data), len(data))
+    assert marker is not None
+    assert check_markers([marker], reader(data[:50]), 50) is None
+    assert marker_of(reader(data), len(data) + 1) is None  # bytes not all there
+    near_start = marker_of(reader(data), 5)
+    assert near_start is not None and near_start.start == 0
+
+
+@given(st.lists(st.integers(min_value=1, max_value=10_000), min_size=1, max_size=30))
+def test_remember_keeps_the_last_few_increasing_ends(ends: list[int]) -> None:
+    kept: tuple[Marker, ...] = ()
+    for end in ends:
+        kept = remember(kept, Marker(end, "0" * 16))
+    assert len(kept) <= MARKERS_KEPT
+    assert [m.end for m in kept] == sorted({m.end for m in kept})
+    assert kept[-1].end == max(ends)
+
+
+def test_checkpoints_keep_markers_finished_and_copy_of(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+    path.write_bytes(lines(0, 5))
+    found = identify(str(path), fingerprint_bytes=256, candidates={})
+    assert found is not None
+    os.close(found.fd)
+    marker = marker_of(reader(path.read_bytes()), 100)
+    assert marker is not None
+    checkpoint = Checkpoint(
+        found.fingerprint, "s", str(path), 100, markers=(marker,), finished=True, copy_of="ab"
+    )
+    store = CheckpointStore(tmp_path / "checkpoints.json")
+    store.save({found.fingerprint.id: checkpoint})
+    loaded = store.load()[found.fingerprint.id]
+    assert (loaded.markers, loaded.finished, loaded.copy_of) == ((marker,), True, "ab")
+
+
+@contextmanager
+def identified(path: Path, known: list[Checkpoint]) -> Iterator[Identified | None]:
+    by_inode: dict[tuple[int, int], list[Checkpoint]] = {}
+    by_head: dict[str, list[Checkpoint]] = {}
+    for checkpoint in known:
+        fp = checkpoint.fingerprint
+        by_inode.setdefault((fp.dev, fp.ino), []).append(checkpoint)
+        by_head.setdefault(fp.head_sha256, []).append(checkpoint)
+    found = identify(str(path), fingerprint_bytes=256, candidates=by_inode, by_head=by_head)
+    try:
+        yield found
+    finally:
+        if found is not None:
+            os.close(found.fd)
+
+
+def read_up_to(path: Path, offset: int) -> Checkpoint:
+    """The checkpoint of a file read up to ``offset``, with the markers reading would leave."""
+    with identified(path, []) as found:
+        assert found is not None
+        data = path.read_bytes()
+        markers: tuple[Marker, ...] = ()
+        for end in (offset // 2, offset):
+            marker = marker_of(reader(data), end)
+            assert marker is not None
+            markers = remember(markers, marker)
+        return Checkpoint(found.fingerprint, "s", str(path), offset, markers=markers)
+
+
+def rewrite_in_place(path: Path, data: bytes) -> None:
+    with path.open("r+b") as f:  # the same inode, as `> file` or copytruncate leave it
+        f.truncate(0)
+        f.write(data)
+
+
+def test_a_rewrite_with_the_same_first_line_past_the_offset_is_not_resumed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a.log"
+    path.write_bytes(BANNER + lines(0, 100))
+    checkpoint = read_up_to(path, len(BANNER + lines(0, 50)))
+    # Rewritten while we were away: the same banner, other lines, and longer than before.
+    rewrite_in_place(path, BANNER + lines(1000, 200))
+    with identified(path, [checkpoint]) as found:
+        assert found is not None and found.known is None and found.rewritten
+        assert found.fingerprint.generation == 1
+    # Untouched, or only grown, it resumes where it was.
+    path.write_bytes(BANNER + lines(0, 100))
+    with identified(path, [checkpoint]) as found:
+        assert found is not None and found.known is checkpoint
+
+
+def test_a_copy_on_another_inode_continues_its_original(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.write_bytes(lines(0, 100))
+    checkpoint = read_up_to(path, len(lines(0, 60)))
+    copy = tmp_path / "app.log.1"
+    shutil.copyfile(path, copy)  # copytruncate's copy: a new inode with the same bytes
+    with identified(copy, [checkpoint]) as found:
+        assert found is not None and found.known is None
+        assert found.copy_of is checkpoint
+        assert found.fingerprint.id != checkpoint.fingerprint.id
+
+
+def test_same_first_line_elsewhere_is_not_a_copy(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.write_bytes(BANNER + lines(0, 100))
+    checkpoint = read_up_to(path, len(BANNER + lines(0, 60)))
+    other = tmp_path / "other.log"
+    other.write_bytes(BANNER + lines(5000, 100))  # the same banner, other lines
+    with identified(other, [checkpoint]) as found:
+        assert found is not None and found.copy_of is None
+    short = tmp_path / "short.log"
+    short.write_bytes(BANNER + lines(0, 3))  # too short to check: a new file
+    with identified(short, [checkpoint]) as found:
+        assert found is not None and found.copy_of is None
+    unmarked = Checkpoint(checkpoint.fingerprint, "s", str(path), checkpoint.offset)
+    with identified(other, [unmarked]) as found:
+        assert found is not None and found.copy_of is None
