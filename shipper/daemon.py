@@ -20,7 +20,7 @@ import signal
 import socket
 import stat
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from shipper.processors import build_chain
 from shipper.recovery import resume_positions
 from shipper.sinks import Sink, build_sink
 from shipper.sources.checkpoints import Checkpoint, CheckpointStore
+from shipper.sources.compressed import CompressedFileTailer, DecompressedStream, find_compressed
 from shipper.sources.discovery import (
     discover,
     find_by_inode,
@@ -165,6 +166,8 @@ class Daemon:
         self._max_open = settings.max_open_files
         self._had_state = False
         self._warnings = ThrottledLog(log, interval_secs=10.0)
+        #: The reader's own outcome counters (the chain and the uploader keep theirs).
+        self._counters: Counter[str] = Counter()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -247,6 +250,7 @@ class Daemon:
 
     def counters(self) -> dict[str, int]:
         result = dict(self.chain.counters)
+        result.update(self._counters)
         if self.uploader is not None:
             result.update(self.uploader.counters)
         return result
@@ -554,6 +558,18 @@ class Daemon:
             if finished is not None:
                 finished.finished = True
                 self._checkpoints_dirty = True
+            if isinstance(tailer, CompressedFileTailer) and tailer.stream.damage is not None:
+                # Nothing after the damage can be read by anyone: say exactly what is lost.
+                self._counters["compressed_damaged"] += 1
+                log.error(
+                    "compressed file damaged; the lines after this offset are lost",
+                    extra={
+                        "path": tailer.path,
+                        "fingerprint": tailer.fingerprint.id,
+                        "offset": tailer.offset,
+                        "reason": tailer.stream.damage,
+                    },
+                )
             if active.truncated:
                 log.warning(
                     "file truncated in place (copytruncate?); reading it again from its start",
@@ -737,7 +753,51 @@ class Daemon:
                 extra={"path": active.tailer.path, "offset": known.offset},
             )
             reopened.append(active)
+        # Not found by inode: compressed while we were away or it was parked
+        # (logrotate ``compress``). Finished from the compressed copy.
+        unfound = missing - {inode for _, inode in candidates}
+        wanted = [
+            c
+            for inode in unfound
+            for c in by_inode.get(inode, ())
+            if not c.finished and c.source in self.settings.sources
+        ]
+        if wanted:
+            streams = await asyncio.to_thread(find_compressed, sorted(places), wanted)
+            for stream, checkpoint in streams:
+                compressed = self._open_compressed(stream, checkpoint)
+                if compressed is not None:
+                    reopened.append(compressed)
         return reopened
+
+    def _open_compressed(
+        self, stream: DecompressedStream, checkpoint: Checkpoint
+    ) -> ActiveFile | None:
+        try:
+            st = os.fstat(stream.fileno())
+        except OSError:
+            stream.close()
+            return None
+        inode = (st.st_dev, st.st_ino)
+        if inode in self.active:
+            stream.close()
+            return None
+        settings = self.settings.sources[checkpoint.source]
+        tailer = CompressedFileTailer(
+            stream=stream,
+            source=checkpoint.source,
+            path=printable_path(stream.path),
+            fingerprint=checkpoint.fingerprint,
+            offset=checkpoint.offset,
+            chunk_bytes=settings.read_chunk_bytes,
+            max_line_bytes=settings.max_line_bytes,
+        )
+        log.info(
+            "found a rotated file compressed before it was finished; finishing it from"
+            " the decompressed stream",
+            extra={"path": tailer.path, "was": checkpoint.path, "offset": checkpoint.offset},
+        )
+        return self._active_for(tailer, inode)
 
     def _identify_all(
         self,
@@ -808,7 +868,9 @@ class Daemon:
         copy_of = None
         if found.known is not None:
             offset = found.known.offset
-            source = found.known.source
+            if found.known.source in self.settings.sources:
+                source = found.known.source
+                settings = self.settings.sources[source]
             found.known.seen_at = time.time()
             found.known.finished = False  # found again where it may still grow
         elif found.copy_of is not None:
@@ -835,22 +897,28 @@ class Daemon:
             # A file that appears while running is read whole: it is usually the new
             # file of a rotation, and its first lines are as precious as any.
             offset = 0
-        path = printable_path(path)
         tailer = FileTailer(
             source=source,
-            path=path,
+            path=printable_path(path),
             fd=found.fd,
             fingerprint=found.fingerprint,
             offset=offset,
             chunk_bytes=settings.read_chunk_bytes,
             max_line_bytes=settings.max_line_bytes,
         )
+        return self._active_for(tailer, inode, copy_of=copy_of)
+
+    def _active_for(
+        self, tailer: FileTailer, inode: InodeKey, *, copy_of: str | None = None
+    ) -> ActiveFile:
+        """A tailer with its batcher and, where the source asks for one, its line joiner."""
+        settings = self.settings.sources[tailer.source]
         batcher = Batcher(
             self.limits,
-            source=source,
-            fingerprint=found.fingerprint,
-            path=path,
-            position=offset,
+            source=tailer.source,
+            fingerprint=tailer.fingerprint,
+            path=tailer.path,
+            position=tailer.offset,
         )
         multiline = settings.multiline
         rule = start_rule(preset=multiline.preset, start_pattern=multiline.start_pattern)

@@ -7,6 +7,8 @@ import functools
 import shutil
 import subprocess
 import time
+import zlib
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -15,7 +17,7 @@ import pytest
 from shipper.exit_codes import ExitCode
 from tests.e2e_harness import Shipping
 from tests.support.producers import run_writer, start_writer, wait_writer
-from tests.support.store import wait_for
+from tests.support.store import dir_records, wait_for
 
 pytestmark = [
     pytest.mark.e2e,
@@ -174,3 +176,68 @@ def test_copytruncate_while_stopped_finishes_from_the_copy(tmp_path: Path) -> No
     shipping.daemon.start()
     shipping.finish(2000)
     assert "copy of a known file" in shipping.daemon.log_text()
+
+
+def test_compress_while_stopped_finishes_from_the_compressed_file(tmp_path: Path) -> None:
+    # `compress` without `delaycompress`: the half-read app.log becomes app.log.1.gz
+    # while the daemon is down. It is finished from the decompressed stream at its
+    # checkpoint, and never tailed as text although app.log* matches it.
+    shipping = Shipping(tmp_path, "directory", include="app.log*")
+    app = shipping.logs / "app.log"
+    run_writer(app, 0, 1000)
+    shipping.daemon.start()
+    shipping.wait_delivered(1000)
+    assert shipping.daemon.terminate() == ExitCode.OK
+    run_writer(app, 1000, 2000)
+    logrotate_once(shipping, "    create\n    compress")
+    assert (shipping.logs / "app.log.1.gz").exists()
+    run_writer(app, 3000, 500)
+    shipping.daemon.start()
+    shipping.finish(3500)
+    assert "finishing it from the decompressed stream" in shipping.daemon.log_text()
+
+
+def test_a_damaged_compressed_file_loses_only_what_cannot_be_read(tmp_path: Path) -> None:
+    shipping = Shipping(tmp_path, "directory", include="app.log*")
+    app = shipping.logs / "app.log"
+    run_writer(app, 0, 1000)
+    shipping.daemon.start()
+    shipping.wait_delivered(1000)
+    assert shipping.daemon.terminate() == ExitCode.OK
+    run_writer(app, 1000, 20_000)
+    logrotate_once(shipping, "    create\n    compress")
+    gz = shipping.logs / "app.log.1.gz"
+    cut = gz.read_bytes()[: gz.stat().st_size // 2]
+    gz.write_bytes(cut)  # cut short, as a full disk would leave it
+    readable = zlib.decompressobj(wbits=31).decompress(cut)
+    complete = [orjson.loads(line)["seq"] for line in readable.split(b"\n")[:-1]]
+    assert 1000 < len(complete) < 21_000
+    run_writer(app, 21_000, 500)
+    shipping.daemon.start()
+    expected = Counter([*range(1000), *complete[1000:], *range(21_000, 21_500)])
+
+    def shipped() -> tuple[Counter[int], list[dict[str, object]]]:
+        seqs: Counter[int] = Counter()
+        partial = []
+        for _, record in dir_records(shipping.shipped):
+            if "seq" in record:
+                seqs[record["seq"]] += 1
+            else:
+                partial.append(record)
+        return seqs, partial
+
+    wait_for(lambda: shipped()[0].total() >= expected.total(), 60)
+    # Said when the file is finished: after rotate_wait_secs at its (early) end.
+    wait_for(lambda: "compressed file damaged" in shipping.daemon.log_text(), 30)
+    assert shipping.daemon.terminate() == ExitCode.OK
+    seqs, partial = shipped()
+    assert seqs == expected
+    # The line cut by the damage is shipped as far as it goes, flagged.
+    assert len(partial) <= 1 and all("partial" in str(r["shipper_flags"]) for r in partial)
+    damaged = [
+        orjson.loads(line)
+        for line in shipping.daemon.log_text().splitlines()
+        if "compressed file damaged" in line
+    ]
+    assert len(damaged) == 1 and damaged[0]["path"].endswith("app.log.1.gz")
+    assert damaged[0]["offset"] == len(readable)

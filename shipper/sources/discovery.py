@@ -18,6 +18,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from shipper.config import SourceSettings
+from shipper.sources.compressed import is_compressed
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -29,13 +30,17 @@ def is_excluded(path: str, exclude: Iterable[str]) -> bool:
 
 
 def discover(sources: Mapping[str, SourceSettings]) -> list[tuple[str, str]]:
-    """``(source name, path)`` for every regular file selected; the first source (by name) wins."""
+    """``(source name, path)`` for every regular file selected; the first source (by name) wins.
+
+    Compressed files are never tailed as text (``app.log*`` matches ``app.log.2.gz``):
+    they are read only to finish a rotated file compressed before it was finished.
+    """
     found: dict[str, str] = {}
     for name in sorted(sources):
         source = sources[name]
         for pattern in source.include:
             for path in sorted(glob.glob(pattern, recursive=True)):
-                if path in found or is_excluded(path, source.exclude):
+                if path in found or is_excluded(path, source.exclude) or is_compressed(path):
                     continue
                 if os.path.isfile(path):
                     found[path] = name
@@ -49,7 +54,7 @@ def source_of(sources: Mapping[str, SourceSettings], path: str) -> str | None:
     """
     for name in sorted(sources):
         source = sources[name]
-        if is_excluded(path, source.exclude):
+        if is_excluded(path, source.exclude) or is_compressed(path):
             continue
         if any("**" not in p and fnmatchcase(path, p) for p in source.include):
             return name

@@ -83,10 +83,7 @@ def identify_open(
     matching = [c for c in same_inode if c.fingerprint.matches_head(head)]
     if matching:
         latest = max(matching, key=lambda c: c.fingerprint.generation)
-        if (
-            st.st_size >= latest.offset
-            and check_markers(latest.markers, pread, st.st_size) is not False
-        ):
+        if st.st_size >= latest.offset and check_markers(latest.markers, pread) is not False:
             return Identified(fd, latest.fingerprint, latest, st.st_size)
         # Same first line, yet shorter than what was read of it, or other bytes where
         # we read: rewritten in place. A new generation gets new keys, so no range is
@@ -103,12 +100,12 @@ def identify_open(
         head_sha256=hashlib.sha256(identifying).hexdigest(),
     )
     copied = (by_head or {}).get(fingerprint.head_sha256, ())
-    copy_of = _original_of(fingerprint, copied, pread, st.st_size)
+    copy_of = _original_of(fingerprint, copied, pread)
     return Identified(fd, fingerprint, None, st.st_size, copy_of=copy_of)
 
 
 def _original_of(
-    fingerprint: Fingerprint, known: Sequence[Checkpoint], pread: Pread, size: int
+    fingerprint: Fingerprint, known: Sequence[Checkpoint], pread: Pread
 ) -> Checkpoint | None:
     """The known file (on another inode) this new one is a copy of, if any.
 
@@ -124,7 +121,7 @@ def _original_of(
             continue
         if original.head_len != fingerprint.head_len:
             continue
-        if check_markers(checkpoint.markers, pread, size) is not True:
+        if check_markers(checkpoint.markers, pread) is not True:
             continue
         if best is None or checkpoint.offset > best.offset:
             best = checkpoint
