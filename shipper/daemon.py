@@ -50,6 +50,7 @@ from shipper.sources.identify import (
     ByHead,
     Identified,
     end_of_last_line,
+    find_copies,
     identify,
     identify_open,
 )
@@ -166,6 +167,8 @@ class Daemon:
         self._max_open = settings.max_open_files
         self._had_state = False
         self._warnings = ThrottledLog(log, interval_secs=10.0)
+        #: Files finished at a truncation; the next scan looks for their copies.
+        self._truncated_originals: list[Checkpoint] = []
         #: The reader's own outcome counters (the chain and the uploader keep theirs).
         self._counters: Counter[str] = Counter()
 
@@ -558,6 +561,9 @@ class Daemon:
             if finished is not None:
                 finished.finished = True
                 self._checkpoints_dirty = True
+                if active.truncated:
+                    # Its unread lines may be in copytruncate's copy: looked for next scan.
+                    self._truncated_originals.append(finished)
             if isinstance(tailer, CompressedFileTailer) and tailer.stream.damage is not None:
                 # Nothing after the damage can be read by anyone: say exactly what is lost.
                 self._counters["compressed_damaged"] += 1
@@ -636,7 +642,8 @@ class Daemon:
         results = await asyncio.to_thread(
             self._identify_all, found, by_inode, by_head, set(early) | set(self._preopened)
         )
-        alive = self._alive_ids([r[3] for r in results] + [e[2] for e in early.values()])
+        identified_now = [r[3] for r in results] + [e[2] for e in early.values()]
+        alive = self._alive_ids(identified_now)
         seen: set[InodeKey] = set()
         opened: list[ActiveFile] = []
         for source, path, inode, scanned in results:
@@ -663,9 +670,13 @@ class Daemon:
         # Files we were reading (at start: all known ones; later: parked ones) that the
         # globs no longer match may have been rotated with lines still unread.
         gone = set(by_inode) if initial else set(self._parked)
-        opened += await self._reopen_rotated(
-            gone - seen, by_inode, [path for _, path in found], keep_read=not initial
+        paths = [path for _, path in found]
+        reopened, unfound = await self._reopen_rotated(
+            gone - seen, by_inode, paths, keep_read=not initial
         )
+        opened += reopened
+        lost_track = unfound + self._replaced(results, by_inode, alive)
+        opened += await self._finish_elsewhere(lost_track, identified_now, seen, paths)
         for inode in set(self._parked) - seen:
             del self._parked[inode]
         await self._start_tailing(opened)
@@ -689,6 +700,23 @@ class Daemon:
         alive.update(i.known.fingerprint.id for i in identified if i is not None and i.known)
         return alive
 
+    def _replaced(
+        self,
+        results: list[tuple[str, str, InodeKey, Identified | None]],
+        by_inode: dict[InodeKey, list[Checkpoint]],
+        alive: set[str],
+    ) -> list[Checkpoint]:
+        """Unfinished files whose inode now holds another file (truncated while not read)."""
+        replaced = []
+        for _, _, inode, identified in results:
+            if identified is None:
+                continue  # not looked at this time (unchanged, or no free slot)
+            for checkpoint in by_inode.get(inode, ()):
+                fid = checkpoint.fingerprint.id
+                if not checkpoint.finished and fid not in alive:
+                    replaced.append(checkpoint)
+        return replaced
+
     def _held_back(self, identified: Identified, alive: set[str]) -> bool:
         """Hold back a copy of a file that is still being read (closing it); True if so.
 
@@ -709,23 +737,21 @@ class Daemon:
         found: list[str],
         *,
         keep_read: bool,
-    ) -> list[ActiveFile]:
+    ) -> tuple[list[ActiveFile], list[Checkpoint]]:
         """Find files with unread lines that were renamed out of the globs unobserved.
 
         A rotation while the daemon was down, or while a file was parked, moves a
         half-read file to a name the globs may not match (``app.log.1``). It is looked
         for by device and inode in the directories the sources watch and where known
         files last were, checked by its first line, and read to its end first.
+        Returns those reopened, and the unfinished files not found by inode.
         """
         if not missing:
-            return []
-        places = {Path(c.path).parent for c in self.known.values()}
-        places.update(watch_roots(self.settings.sources))
-        # Through symlinks too (Kubernetes' /var/log/containers): the kubelet renames
-        # the target, in the target's directory.
-        places.update(await asyncio.to_thread(real_parents, found))
+            return [], []
+        places = await self._places(found)
         candidates = await asyncio.to_thread(find_by_inode, sorted(places), missing)
         reopened: list[ActiveFile] = []
+        located: set[str] = set()
         for path, inode in candidates:
             try:
                 # Only known files are wanted here; the head length of a new file is moot.
@@ -738,6 +764,8 @@ class Daemon:
             if identified is None:
                 continue
             known = identified.known
+            if known is not None:
+                located.add(known.fingerprint.id)
             # At start, a fully read file needs nothing. A parked one renamed away may
             # still get lines from a writer that has not reopened yet: follow it.
             if known is None or (identified.size <= known.offset and not keep_read):
@@ -753,22 +781,72 @@ class Daemon:
                 extra={"path": active.tailer.path, "offset": known.offset},
             )
             reopened.append(active)
-        # Not found by inode: compressed while we were away or it was parked
-        # (logrotate ``compress``). Finished from the compressed copy.
-        unfound = missing - {inode for _, inode in candidates}
-        wanted = [
+        unfound = [
             c
-            for inode in unfound
+            for inode in missing
             for c in by_inode.get(inode, ())
-            if not c.finished and c.source in self.settings.sources
+            if not c.finished and c.fingerprint.id not in located
         ]
+        return reopened, unfound
+
+    async def _places(self, found: list[str]) -> set[Path]:
+        """Where rotated files may be: the watched directories and where known files were."""
+        places = {Path(c.path).parent for c in self.known.values()}
+        places.update(watch_roots(self.settings.sources))
+        # Through symlinks too (Kubernetes' /var/log/containers): the kubelet renames
+        # the target, in the target's directory.
+        places.update(await asyncio.to_thread(real_parents, found))
+        return places
+
+    async def _finish_elsewhere(
+        self,
+        lost_track: list[Checkpoint],
+        identified_now: list[Identified | None],
+        skip: set[InodeKey],
+        found: list[str],
+    ) -> list[ActiveFile]:
+        """Finish files whose inode no longer holds them, from a copy, else compressed.
+
+        A file truncated by copytruncate, or gone while we were away or it was
+        parked, may have lines we never read in a copy the globs do not match
+        (``app.log.1``) or in a compressed rotation (``app.log.1.gz``). Each is
+        looked for once; the file is then finished, whatever was found. Files
+        truncated while being read are looked for too, unless a copy the globs
+        match was found (it is continued by the scan itself).
+        """
+        lost_track = lost_track + self._truncated_originals
+        self._truncated_originals = []
+        continued = {c.copy_of for c in self.known.values() if c.copy_of is not None}
+        continued.update(i.copy_of.fingerprint.id for i in identified_now if i and i.copy_of)
+        wanted = {
+            c.fingerprint.id: c
+            for c in lost_track
+            if c.fingerprint.id not in continued and c.source in self.settings.sources
+        }
+        for checkpoint in lost_track:
+            checkpoint.finished = True
+            self._checkpoints_dirty = True
+        if not wanted:
+            return []
+        places = sorted(await self._places(found))
+        skip = skip | set(self.active)
+        copies = await asyncio.to_thread(find_copies, places, list(wanted.values()), skip)
+        opened: list[ActiveFile] = []
+        for path, identified in copies:
+            original = identified.copy_of
+            assert original is not None
+            del wanted[original.fingerprint.id]
+            inode = (identified.fingerprint.dev, identified.fingerprint.ino)
+            active = self._open(original.source, path, inode, identified, initial=False)
+            active.tailer.rotated = True
+            opened.append(active)
         if wanted:
-            streams = await asyncio.to_thread(find_compressed, sorted(places), wanted)
+            streams = await asyncio.to_thread(find_compressed, places, list(wanted.values()))
             for stream, checkpoint in streams:
                 compressed = self._open_compressed(stream, checkpoint)
                 if compressed is not None:
-                    reopened.append(compressed)
-        return reopened
+                    opened.append(compressed)
+        return opened
 
     def _open_compressed(
         self, stream: DecompressedStream, checkpoint: Checkpoint

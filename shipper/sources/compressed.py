@@ -31,7 +31,6 @@ from shipper.sources.fingerprint import Fingerprint
 from shipper.sources.markers import Marker, check_markers
 from shipper.sources.tail import FileTailer
 
-
 #: Decompressed bytes skipped per read when seeking forward.
 _SKIP_BYTES = 1 << 20
 #: Compressed bytes read at a time.

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["Identified", "end_of_last_line", "identify", "identify_open"]
+__all__ = ["ByHead", "Identified", "end_of_last_line", "find_copies", "identify", "identify_open"]
 
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from shipper.sources.checkpoints import Checkpoint
+from shipper.sources.compressed import is_compressed
 from shipper.sources.fingerprint import Fingerprint, head_of
 from shipper.sources.markers import Pread, check_markers
 
@@ -126,6 +129,60 @@ def _original_of(
         if best is None or checkpoint.offset > best.offset:
             best = checkpoint
     return best
+
+
+def find_copies(
+    directories: Iterable[Path], originals: Sequence[Checkpoint], skip: set[tuple[int, int]]
+) -> list[tuple[str, Identified]]:
+    """Copies of ``originals`` among the plain files in ``directories`` (not below them).
+
+    Files whose (device, inode) is in ``skip`` are not looked at. Each original is
+    matched at most once; the matched files are returned open, as copies.
+    """
+    by_head: dict[str, list[Checkpoint]] = defaultdict(list)
+    for checkpoint in originals:
+        by_head[checkpoint.fingerprint.head_sha256].append(checkpoint)
+    head_lengths = sorted({c.fingerprint.head_len for c in originals})
+    left = {c.fingerprint.id for c in originals}
+    found: list[tuple[str, Identified]] = []
+    for directory in directories:
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            if not left:
+                return found
+            try:
+                if is_compressed(entry.name) or not entry.is_file(follow_symlinks=False):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                if (st.st_dev, st.st_ino) in skip:
+                    continue
+                fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            copy = _copy_among(fd, head_lengths, by_head, left)
+            if copy is None:
+                os.close(fd)
+                continue
+            assert copy.copy_of is not None
+            left.discard(copy.copy_of.fingerprint.id)
+            found.append((entry.path, copy))
+    return found
+
+
+def _copy_among(
+    fd: int, head_lengths: Sequence[int], by_head: ByHead, left: set[str]
+) -> Identified | None:
+    for length in head_lengths:
+        try:
+            found = identify_open(fd, fingerprint_bytes=length, candidates={}, by_head=by_head)
+        except OSError:
+            return None
+        if found is not None and found.copy_of and found.copy_of.fingerprint.id in left:
+            return found
+    return None
 
 
 def end_of_last_line(fd: int, size: int, block: int = 65536) -> int:
