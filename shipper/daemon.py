@@ -54,7 +54,7 @@ from shipper.sources.identify import (
     identify,
     identify_open,
 )
-from shipper.sources.markers import Marker, remember
+from shipper.sources.markers import Marker, marker_of, remember
 from shipper.sources.multiline import LineJoiner, start_rule
 from shipper.sources.tail import FileTailer, LineChunk
 from shipper.spool import Spool, SpoolEntry
@@ -167,6 +167,12 @@ class Daemon:
         self._max_open = settings.max_open_files
         self._had_state = False
         self._warnings = ThrottledLog(log, interval_secs=10.0)
+        #: A copy was held back by the last scan: writes rescan until it is decided.
+        self._holding_back = False
+        #: Files continued by a copy opened in the current scan.
+        self._copies_this_scan: set[str] = set()
+        #: Parked files found shorter than when parked (truncated while closed).
+        self._shrunk: set[InodeKey] = set()
         #: Files finished at a truncation; the next scan looks for their copies.
         self._truncated_originals: list[Checkpoint] = []
         #: The reader's own outcome counters (the chain and the uploader keep theirs).
@@ -547,7 +553,9 @@ class Daemon:
             quiet = active.at_eof and now - tailer.last_growth >= wait
             if not (active.truncated or (tailer.rotated and quiet)):
                 continue
-            partial = tailer.take_partial()
+            # At a truncation the unfinished line goes on in the copy, if there is one:
+            # it is read from there whole rather than shipped in two pieces.
+            partial = None if active.truncated else tailer.take_partial()
             last = [] if partial is None else [active.lines_of(partial)]
             if active.joiner is not None:
                 last.append(active.joiner.flush(time.time()) or LineChunk())
@@ -618,8 +626,11 @@ class Daemon:
             consumed = active.tailer.read_position
             try:
                 mtime_ns = active.tailer.mtime_ns()
+                marker = active.tailer.marker_at(checkpoint.offset)
             except OSError:
                 continue
+            if marker is not None:
+                checkpoint.markers = remember(checkpoint.markers, marker)
             active.tailer.close()
             del self.active[active.inode]
             self._parked[active.inode] = Parked(checkpoint, consumed, mtime_ns)
@@ -638,11 +649,14 @@ class Daemon:
             by_inode[(fp.dev, fp.ino)].append(checkpoint)
             if checkpoint.markers:
                 by_head[fp.head_sha256].append(checkpoint)
+        self._holding_back = False
+        self._copies_this_scan = set()
         early = self._take_preopened(by_inode, by_head)
         results = await asyncio.to_thread(
             self._identify_all, found, by_inode, by_head, set(early) | set(self._preopened)
         )
         identified_now = [r[3] for r in results] + [e[2] for e in early.values()]
+        self._unpark_replaced(results)
         alive = self._alive_ids(identified_now)
         seen: set[InodeKey] = set()
         opened: list[ActiveFile] = []
@@ -693,6 +707,24 @@ class Daemon:
                     "file rotated away; reading it to its end", extra={"path": active.tailer.path}
                 )
 
+    def _unpark_replaced(self, results: list[tuple[str, str, InodeKey, Identified | None]]) -> None:
+        """Parked files truncated or rewritten while closed (copytruncate of an idle file).
+
+        What they held is finished, and their unread lines may be in a copy: the
+        copy search of this scan looks for it.
+        """
+        for _, _, inode, identified in results:
+            parked = self._parked.get(inode)
+            if parked is None:
+                continue
+            fid = parked.checkpoint.fingerprint.id
+            other = identified is not None and (
+                identified.known is None or identified.known.fingerprint.id != fid
+            )
+            if inode in self._shrunk or other:
+                del self._parked[inode]
+                self._truncated_originals.append(parked.checkpoint)
+
     def _alive_ids(self, identified: list[Identified | None]) -> set[str]:
         """Fingerprint ids of the files still there to be read: tailed, parked, or just found."""
         alive = {a.tailer.fingerprint.id for a in self.active.values()}
@@ -725,9 +757,12 @@ class Daemon:
         the original is finished (or gone) continues the copy.
         """
         original = identified.copy_of
-        if original is None or original.fingerprint.id not in alive:
+        if original is None:
+            return False
+        if not identified.copy_in_progress and original.fingerprint.id not in alive:
             return False
         os.close(identified.fd)
+        self._holding_back = True
         return True
 
     async def _reopen_rotated(
@@ -892,6 +927,7 @@ class Daemon:
         budget = self.settings.max_open_files - len(self.active)
         waiting = 0
         headless: set[str] = set()  # files whose first line is not complete yet
+        shrunk: set[InodeKey] = set()
         handled: set[InodeKey] = set()
         for source, path in found:
             try:
@@ -902,6 +938,8 @@ class Daemon:
                 if inode in handled:
                     continue  # another name (a link) for a file this scan has seen
                 handled.add(inode)
+                if parked is not None and st.st_size < parked.size:
+                    shrunk.add(inode)  # truncated while closed
                 if inode in held:
                     pass
                 elif parked is not None and parked.size == st.st_size:
@@ -931,6 +969,7 @@ class Daemon:
             results.append((source, path, inode, identified))
         self._waiting_to_open = waiting
         self._unidentified = headless
+        self._shrunk = shrunk
         if waiting:
             self._warnings.warn(
                 "max_open_files reached; some files wait for a free slot",
@@ -951,11 +990,21 @@ class Daemon:
                 settings = self.settings.sources[source]
             found.known.seen_at = time.time()
             found.known.finished = False  # found again where it may still grow
+            if not found.known.markers:
+                # Known from before markers, or never sealed since: mark where it resumes,
+                # so a copy of it can be told from a new file.
+                fd = found.fd
+                marker = marker_of(lambda n, at: os.pread(fd, n, at), offset)
+                if marker is not None:
+                    found.known.markers = (marker,)
         elif found.copy_of is not None:
             original = found.copy_of
             copy_of = original.fingerprint.id
             # A second copy of the same file holds nothing the first did not.
-            continued = any(c.copy_of == copy_of for c in self.known.values())
+            continued = copy_of in self._copies_this_scan or any(
+                c.copy_of == copy_of for c in self.known.values()
+            )
+            self._copies_this_scan.add(copy_of)
             offset = found.size if continued else min(original.offset, found.size)
             log.info(
                 "copy of a known file (copytruncate?): continuing it where that one was read up to",
@@ -1065,6 +1114,7 @@ class Daemon:
                 # rotated away soon, and it must be open by then.
                 if (
                     self._unidentified
+                    or self._holding_back
                     or self._parked
                     or any(change != watchfiles.Change.modified for change, _ in changes)
                 ):

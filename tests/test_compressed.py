@@ -126,3 +126,36 @@ def test_find_compressed_matches_by_first_line_and_markers(tmp_path: Path) -> No
     finally:
         for stream, _ in found:
             stream.close()
+
+
+def test_corrupt_bytes_in_any_place_never_raise(tmp_path: Path) -> None:
+    whole = bytearray(gzip.compress(DATA))
+    path = tmp_path / "app.log.1.gz"
+    for position in range(20, len(whole) - 8, len(whole) // 40):
+        damaged = bytearray(whole)
+        damaged[position] ^= 0xFF
+        path.write_bytes(damaged)
+        stream = DecompressedStream(str(path))
+        try:
+            read = b""
+            while chunk := stream.pread(65536, len(read)):
+                read += chunk
+            # gzip's CRC catches what the decoder does not: damage is always said.
+            assert read == DATA or stream.damage is not None
+        finally:
+            stream.close()
+
+
+def test_a_shorter_file_with_the_same_first_line_is_not_the_one(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    plain = logs / "app.log"
+    plain.write_bytes(DATA)
+    marked = checkpoint_of(plain, 400_000)
+    unmarked = Checkpoint(marked.fingerprint, "app", str(plain), 400_000)
+    (logs / "app.log.1.gz").write_bytes(gzip.compress(DATA[:300_000]))  # starts the same
+    for wanted in (marked, unmarked):
+        found = find_compressed([logs], [wanted])
+        for stream, _ in found:
+            stream.close()
+        assert found == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gzip
+import os
 import shutil
 import subprocess
 import time
@@ -233,3 +234,68 @@ def test_a_damaged_compressed_file_loses_only_what_cannot_be_read(tmp_path: Path
     ]
     assert len(damaged) == 1 and damaged[0]["path"].endswith("app.log.1.gz")
     assert damaged[0]["offset"] == len(readable)
+
+
+def numbered(seqs: range) -> bytes:
+    return b"".join(b'{"seq": %d, "msg": "a line of some length to fill"}\n' % s for s in seqs)
+
+
+def holds_open(shipping: Shipping, path: Path) -> bool:
+    """Whether the daemon has ``path`` open."""
+    fds = Path(f"/proc/{shipping.daemon.pid}/fd")
+    return any(os.path.realpath(fd) == str(path) for fd in fds.iterdir())
+
+
+def test_a_copy_written_slowly_is_held_until_it_can_be_told(tmp_path: Path) -> None:
+    # A big file copied in steps (a slow disk): while the copy is shorter than the
+    # original's markers it is neither a new file nor yet known to be a copy.
+    shipping = Shipping(tmp_path, "directory", include="app.log*")
+    app = shipping.logs / "app.log"
+    total = 60_000
+    app.write_bytes(numbered(range(total)))
+    with shipping.daemon:
+        shipping.wait_delivered(total)
+        data = app.read_bytes()
+        with (shipping.logs / "app.log.1").open("wb") as copy:
+            for start in range(0, len(data), 256 * 1024):
+                copy.write(data[start : start + 256 * 1024])
+                copy.flush()
+                time.sleep(0.05)  # a slow disk: scans see the copy at many sizes
+        app.write_bytes(b"")  # truncate
+        with app.open("ab") as out:
+            out.write(numbered(range(total, total + 100)))
+        shipping.finish(total + 100)
+
+
+def test_two_copies_while_stopped_continue_once(tmp_path: Path) -> None:
+    shipping = Shipping(tmp_path, "directory", include="app.log*")
+    app = shipping.logs / "app.log"
+    app.write_bytes(numbered(range(5000)))
+    shipping.daemon.start()
+    shipping.wait_delivered(5000)
+    assert shipping.daemon.terminate() == ExitCode.OK
+    with app.open("ab") as out:
+        out.write(numbered(range(5000, 5100)))  # never read: only in the copies soon
+    shutil.copyfile(app, shipping.logs / "app.log.1")
+    shutil.copyfile(app, shipping.logs / "app.log.1.bak")
+    app.write_bytes(b"")
+    shipping.daemon.start()
+    shipping.finish(5100)
+
+
+def test_copytruncate_of_an_idle_file(tmp_path: Path) -> None:
+    # The file was closed as idle (close_inactive_secs) when logrotate copied and
+    # truncated it: its unread lines are read from the copy, out of the globs.
+    shipping = Shipping(
+        tmp_path, "directory", include="*.log", extra_toml="close_inactive_secs = 1"
+    )
+    app = shipping.logs / "app.log"
+    app.write_bytes(numbered(range(5000)))
+    with shipping.daemon:
+        shipping.wait_delivered(5000)
+        wait_for(lambda: not holds_open(shipping, app), 30)
+        with app.open("ab") as out:
+            out.write(numbered(range(5000, 5100)))
+            shutil.copyfile(app, shipping.logs / "app.log.1")
+            out.truncate(0)
+        shipping.finish(5100)

@@ -157,9 +157,22 @@ def test_same_first_line_elsewhere_is_not_a_copy(tmp_path: Path) -> None:
     with identified(other, [checkpoint]) as found:
         assert found is not None and found.copy_of is None
     short = tmp_path / "short.log"
-    short.write_bytes(BANNER + lines(0, 3))  # too short to check: a new file
+    short.write_bytes(BANNER + lines(7000, 3))  # too short to check, other bytes: new
     with identified(short, [checkpoint]) as found:
         assert found is not None and found.copy_of is None
     unmarked = Checkpoint(checkpoint.fingerprint, "s", str(path), checkpoint.offset)
     with identified(other, [unmarked]) as found:
+        assert found is not None and found.copy_of is None
+
+
+def test_a_copy_still_being_written_is_a_copy_in_progress(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.write_bytes(lines(0, 100))
+    checkpoint = read_up_to(path, len(lines(0, 90)))
+    copy = tmp_path / "app.log.1"
+    copy.write_bytes(lines(0, 100)[:1000])  # shorter than the markers, the same bytes
+    with identified(copy, [checkpoint]) as found:
+        assert found is not None and found.copy_of is checkpoint and found.copy_in_progress
+    path.unlink()  # no original left to compare with: a new file after all
+    with identified(copy, [checkpoint]) as found:
         assert found is not None and found.copy_of is None

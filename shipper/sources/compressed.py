@@ -104,9 +104,6 @@ _OPENERS: dict[str, Callable[[BinaryIO], _Decompressing]] = {
 }
 COMPRESSED_SUFFIXES = tuple(_OPENERS)
 
-#: What a damaged or cut-short compressed file raises while being decompressed.
-_DECODE_ERRORS = (EOFError, OSError, lzma.LZMAError, zstandard.ZstdError, ValueError)
-
 
 def is_compressed(path: str) -> bool:
     return path.endswith(COMPRESSED_SUFFIXES)
@@ -158,7 +155,9 @@ class DecompressedStream:
                 parts.append(data)
                 wanted -= len(data)
                 self._position += len(data)
-        except _DECODE_ERRORS as exc:
+        except Exception as exc:
+            # Whatever a damaged stream raises (EOFError, zlib.error, LZMAError,
+            # ZstdError, OSError, ...), it ends there; no decoder error may stop the daemon.
             self.damage = f"{type(exc).__name__}: {exc}"
         return b"".join(parts)
 
@@ -252,6 +251,14 @@ def _match(
     for checkpoint in wanted:
         if not checkpoint.fingerprint.matches_head(head):
             continue
-        if check_markers(checkpoint.markers, stream.pread) is not False:
-            return checkpoint
+        # With markers, they must all be there and match; without (a checkpoint from
+        # before markers), the first line must do. Either way the stream must reach
+        # the offset: a shorter file that starts the same is another file.
+        verdict = check_markers(checkpoint.markers, stream.pread)
+        if verdict is False or (checkpoint.markers and verdict is None):
+            continue
+        offset = checkpoint.offset
+        if offset > 0 and len(stream.pread(1, offset - 1)) != 1:
+            continue
+        return checkpoint
     return None

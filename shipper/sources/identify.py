@@ -14,7 +14,7 @@ from pathlib import Path
 from shipper.sources.checkpoints import Checkpoint
 from shipper.sources.compressed import is_compressed
 from shipper.sources.fingerprint import Fingerprint, head_of
-from shipper.sources.markers import Pread, check_markers
+from shipper.sources.markers import MARKER_BYTES, Pread, check_markers
 
 #: Known files by the SHA-256 of their first bytes, to recognise copies of them.
 ByHead = Mapping[str, Sequence[Checkpoint]]
@@ -32,6 +32,9 @@ class Identified:
     #: A new file (another inode) holding a known file's bytes: a copy of it, such as
     #: copytruncate's. It is continued from where the known file was read up to.
     copy_of: Checkpoint | None = None
+    #: The copy is still shorter than the known file's markers, and so far the same
+    #: bytes as that file: a copy being written. Not read until it can be told.
+    copy_in_progress: bool = False
 
 
 def identify(
@@ -103,32 +106,58 @@ def identify_open(
         head_sha256=hashlib.sha256(identifying).hexdigest(),
     )
     copied = (by_head or {}).get(fingerprint.head_sha256, ())
-    copy_of = _original_of(fingerprint, copied, pread)
-    return Identified(fd, fingerprint, None, st.st_size, copy_of=copy_of)
+    copy_of, in_progress = _original_of(fingerprint, copied, pread, st.st_size)
+    return Identified(
+        fd, fingerprint, None, st.st_size, copy_of=copy_of, copy_in_progress=in_progress
+    )
 
 
 def _original_of(
-    fingerprint: Fingerprint, known: Sequence[Checkpoint], pread: Pread
-) -> Checkpoint | None:
+    fingerprint: Fingerprint, known: Sequence[Checkpoint], pread: Pread, size: int
+) -> tuple[Checkpoint | None, bool]:
     """The known file (on another inode) this new one is a copy of, if any.
 
     Starting the same is not enough: the bytes at the known file's markers must be
-    there too. A file too short to check (or a known file without markers yet) is
-    a new file: a service writing the same banner line again is common, a copy
-    that stops before every one of the last sealed ends is not.
+    there too. A file too short to check is compared with the known file itself,
+    where it still is: the same bytes there make it a copy being written (True
+    second); other bytes, or no file to compare with, make it a new file (a
+    service writing the same banner line again is common).
     """
-    best: Checkpoint | None = None
+    best: tuple[bool, int, Checkpoint] | None = None
     for checkpoint in known:
         original = checkpoint.fingerprint
         if (original.dev, original.ino) == (fingerprint.dev, fingerprint.ino):
             continue
         if original.head_len != fingerprint.head_len:
             continue
-        if check_markers(checkpoint.markers, pread) is not True:
+        verdict = check_markers(checkpoint.markers, pread)
+        if verdict is False or (verdict is None and not _prefix_of(checkpoint, pread, size)):
             continue
-        if best is None or checkpoint.offset > best.offset:
-            best = checkpoint
-    return best
+        rank = (verdict is True, checkpoint.offset, checkpoint)
+        if best is None or rank[:2] > best[:2]:
+            best = rank
+    if best is None:
+        return None, False
+    return best[2], not best[0]
+
+
+def _prefix_of(checkpoint: Checkpoint, pread: Pread, size: int) -> bool:
+    """Whether the known file, still at its path, has the same last bytes before ``size``."""
+    try:
+        fd = os.open(checkpoint.path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        original = checkpoint.fingerprint
+        if (st.st_dev, st.st_ino) != (original.dev, original.ino) or st.st_size < size:
+            return False
+        start = max(0, size - MARKER_BYTES)
+        return os.pread(fd, size - start, start) == pread(size - start, start)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def find_copies(
@@ -180,7 +209,12 @@ def _copy_among(
             found = identify_open(fd, fingerprint_bytes=length, candidates={}, by_head=by_head)
         except OSError:
             return None
-        if found is not None and found.copy_of and found.copy_of.fingerprint.id in left:
+        if (
+            found is not None
+            and found.copy_of
+            and not found.copy_in_progress
+            and found.copy_of.fingerprint.id in left
+        ):
             return found
     return None
 

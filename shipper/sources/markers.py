@@ -17,6 +17,7 @@ __all__ = [
     "Marker",
     "Pread",
     "check_markers",
+    "marker_from",
     "marker_of",
     "remember",
 ]
@@ -62,12 +63,25 @@ def _digest(data: bytes) -> str:
 
 
 def marker_of(pread: Pread, end: int) -> Marker | None:
-    """The marker of ``end``, read through ``pread``; None if the bytes are not all there."""
+    """The marker of ``end``, read through ``pread``; None if the bytes are not all there.
+
+    Nor at byte 0: a marker of no bytes would vouch for any file.
+    """
+    if end <= 0:
+        return None
     start = max(0, end - MARKER_BYTES)
     data = pread(end - start, start)
     if len(data) != end - start:
         return None
     return Marker(end, _digest(data))
+
+
+def marker_from(data: bytes, end: int) -> Marker | None:
+    """The marker of ``end``, from ``data``: bytes read that end at ``end``."""
+    length = min(MARKER_BYTES, end)
+    if end <= 0 or len(data) < length:
+        return None
+    return Marker(end, _digest(data[len(data) - length :]))
 
 
 def check_markers(markers: Sequence[Marker], pread: Pread) -> bool | None:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from shipper.sources.fingerprint import Fingerprint
-from shipper.sources.markers import Marker, marker_of
+from shipper.sources.markers import Marker, check_markers, marker_from, marker_of
 
 TRUNCATED = "truncated"
 PARTIAL = "partial"
@@ -72,6 +72,8 @@ class FileTailer:
         #: Bytes of an overlong line read past ``_pending`` and dropped.
         self._skipped = 0
         self.last_growth = time.monotonic()
+        #: The marker of the last bytes read: still there, or the file was rewritten.
+        self._last_read: Marker | None = None
 
     @property
     def read_position(self) -> int:
@@ -104,13 +106,19 @@ class FileTailer:
         if os.fstat(self._fd).st_size < self.read_position:
             return True
         head = self._pread(self.fingerprint.head_len, 0)
-        return not self.fingerprint.matches_head(head)
+        if not self.fingerprint.matches_head(head):
+            return True
+        # Rewritten with the same first line and already past where we read.
+        last = self._last_read
+        return last is not None and check_markers([last], self._pread) is False
 
     def read(self) -> LineChunk | None:
         """Read one chunk; return its complete lines, or None at end of file."""
-        data = self._pread(self.chunk_bytes, self.read_position)
+        start_at = self.read_position
+        data = self._pread(self.chunk_bytes, start_at)
         if not data:
             return None
+        self._last_read = marker_from(data, start_at + len(data)) or self._last_read
         self.last_growth = time.monotonic()
         chunk = LineChunk(read_time=time.time())
         start = 0
