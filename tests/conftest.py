@@ -6,6 +6,7 @@ import re
 import uuid
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
@@ -41,3 +42,9 @@ def s3_bucket(seaweed: SeaweedServer, request: pytest.FixtureRequest) -> Iterato
         seaweed.client().delete_bucket(Bucket=name)
     except (BotoCoreError, ClientError, RuntimeError) as exc:
         warnings.warn(f"could not delete test bucket {name}: {exc!r}", stacklevel=1)
+
+
+@pytest.fixture
+def store(seaweed: SeaweedServer, s3_bucket: str) -> dict[str, Any]:
+    """``Shipping(tmp_path, **store)``: ship to the session's SeaweedFS, in a fresh bucket."""
+    return {"sink": "s3", "seaweed": seaweed, "bucket": s3_bucket}

@@ -13,7 +13,14 @@ import orjson
 from shipper.exit_codes import ExitCode
 from tests.support.daemon import ShipperProcess
 from tests.support.seaweed import SeaweedServer
-from tests.support.store import assert_exact, dir_seqs, s3_seqs, wait_for
+from tests.support.store import (
+    assert_exact,
+    dir_records,
+    dir_seqs,
+    s3_records,
+    s3_seqs,
+    wait_for,
+)
 
 T = TypeVar("T")
 
@@ -79,6 +86,17 @@ class Shipping:
             assert self.seaweed is not None and self.bucket is not None
             return s3_seqs(self.seaweed.client(), self.bucket, "e2e/")
         return dir_seqs(self.shipped) if self.shipped.exists() else Counter()
+
+    def wait_started(self, timeout: float = 60) -> None:
+        """Until the daemon has done its first scan: files rotated away before it are not its."""
+        self._wait(lambda: '"started"' in self.daemon.log_text(), timeout, "the daemon started")
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every record in the store, in no particular order."""
+        if self.sink == "s3":
+            assert self.seaweed is not None and self.bucket is not None
+            return [r for _, r in s3_records(self.seaweed.client(), self.bucket, "e2e/")]
+        return [r for _, r in dir_records(self.shipped)] if self.shipped.exists() else []
 
     def ledger_records(self) -> int:
         """Records the daemon says it delivered: cheap to poll, unlike reading the store."""

@@ -12,6 +12,7 @@ import time
 import zlib
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -19,7 +20,7 @@ import pytest
 from shipper.exit_codes import ExitCode
 from tests.e2e_harness import Shipping
 from tests.support.producers import run_writer, start_writer, wait_writer
-from tests.support.store import dir_records, wait_for
+from tests.support.store import wait_for
 
 pytestmark = [
     pytest.mark.e2e,
@@ -56,6 +57,7 @@ def rotate_while_writing(
 ) -> None:
     """Write LINES at RATE; force a rotation with ``options`` each time app.log has grown."""
     app = shipping.logs / "app.log"
+    shipping.wait_started()
     writer = start_writer(app, 0, LINES, rate=RATE, handler=handler)
 
     def ready(since: float) -> bool:
@@ -87,15 +89,15 @@ def seqs_on_disk(logs: Path) -> set[int]:
     return found
 
 
-def test_create(tmp_path: Path) -> None:
-    shipping = Shipping(tmp_path, "directory", include="*.log")
+def test_create(store: dict[str, Any], tmp_path: Path) -> None:
+    shipping = Shipping(tmp_path, **store, include="*.log")
     with shipping.daemon:
         rotate_while_writing(shipping, "    create", "watched")
         shipping.finish(LINES)
 
 
-def test_dateext(tmp_path: Path) -> None:
-    shipping = Shipping(tmp_path, "directory", include="app.log*")
+def test_dateext(store: dict[str, Any], tmp_path: Path) -> None:
+    shipping = Shipping(tmp_path, **store, include="app.log*")
     with shipping.daemon:
         # Several rotations a day need a finer date format (here to the second, so the
         # rotations are more than a second apart), or the names collide.
@@ -110,8 +112,8 @@ def test_dateext(tmp_path: Path) -> None:
         shipping.finish(LINES)
 
 
-def test_compress_and_delaycompress(tmp_path: Path) -> None:
-    shipping = Shipping(tmp_path, "directory", include="app.log*", source_toml='exclude = ["*.gz"]')
+def test_compress_and_delaycompress(store: dict[str, Any], tmp_path: Path) -> None:
+    shipping = Shipping(tmp_path, **store, include="app.log*")
     with shipping.daemon:
         rotate_while_writing(shipping, "    create\n    compress\n    delaycompress", "watched")
         assert list(shipping.logs.glob("*.gz"))  # older rotations were compressed
@@ -128,12 +130,12 @@ def test_compress_and_delaycompress(tmp_path: Path) -> None:
     ids=["copy-in-globs", "copy-out", "copy-compressed"],
 )
 def test_copytruncate_loses_only_lines_in_no_file_and_never_duplicates(
-    tmp_path: Path, include: str, options: str
+    store: dict[str, Any], tmp_path: Path, include: str, options: str
 ) -> None:
     # Each copy is recognised by its content as the copy of the file being read (in
     # the globs, or found in the directory after the truncation), and continued where
     # that file was read up to: never shipped anew, and its unread lines not lost.
-    shipping = Shipping(tmp_path, "directory", include=include)
+    shipping = Shipping(tmp_path, **store, include=include)
     with shipping.daemon:
         rotate_while_writing(shipping, options, "file")
         # The last line is in the live file: once it is in, the clean stop drains the rest.
@@ -153,10 +155,12 @@ def test_copytruncate_loses_only_lines_in_no_file_and_never_duplicates(
 
 
 @pytest.mark.parametrize("include", ["app.log*", "*.log"], ids=["copy-in-globs", "copy-out"])
-def test_copytruncate_while_stopped_finishes_from_the_copy(tmp_path: Path, include: str) -> None:
+def test_copytruncate_while_stopped_finishes_from_the_copy(
+    store: dict[str, Any], tmp_path: Path, include: str
+) -> None:
     # Lines written while the daemon is down are only in the copy once logrotate has
     # truncated app.log: the copy is continued where app.log was read up to.
-    shipping = Shipping(tmp_path, "directory", include=include)
+    shipping = Shipping(tmp_path, **store, include=include)
     app = shipping.logs / "app.log"
     run_writer(app, 0, 1000)
     shipping.daemon.start()
@@ -171,11 +175,13 @@ def test_copytruncate_while_stopped_finishes_from_the_copy(tmp_path: Path, inclu
     assert "copy of a known file" in shipping.daemon.log_text()
 
 
-def test_compress_while_stopped_finishes_from_the_compressed_file(tmp_path: Path) -> None:
+def test_compress_while_stopped_finishes_from_the_compressed_file(
+    store: dict[str, Any], tmp_path: Path
+) -> None:
     # `compress` without `delaycompress`: the half-read app.log becomes app.log.1.gz
     # while the daemon is down. It is finished from the decompressed stream at its
     # checkpoint, and never tailed as text although app.log* matches it.
-    shipping = Shipping(tmp_path, "directory", include="app.log*")
+    shipping = Shipping(tmp_path, **store, include="app.log*")
     app = shipping.logs / "app.log"
     run_writer(app, 0, 1000)
     shipping.daemon.start()
@@ -190,8 +196,10 @@ def test_compress_while_stopped_finishes_from_the_compressed_file(tmp_path: Path
     assert "finishing it from the decompressed stream" in shipping.daemon.log_text()
 
 
-def test_a_damaged_compressed_file_loses_only_what_cannot_be_read(tmp_path: Path) -> None:
-    shipping = Shipping(tmp_path, "directory", include="app.log*")
+def test_a_damaged_compressed_file_loses_only_what_cannot_be_read(
+    store: dict[str, Any], tmp_path: Path
+) -> None:
+    shipping = Shipping(tmp_path, **store, include="app.log*")
     app = shipping.logs / "app.log"
     run_writer(app, 0, 1000)
     shipping.daemon.start()
@@ -212,7 +220,7 @@ def test_a_damaged_compressed_file_loses_only_what_cannot_be_read(tmp_path: Path
     def shipped() -> tuple[Counter[int], list[dict[str, object]]]:
         seqs: Counter[int] = Counter()
         partial = []
-        for _, record in dir_records(shipping.shipped):
+        for record in shipping.records():
             if "seq" in record:
                 seqs[record["seq"]] += 1
             else:
@@ -246,10 +254,12 @@ def holds_open(shipping: Shipping, path: Path) -> bool:
     return any(os.path.realpath(fd) == str(path) for fd in fds.iterdir())
 
 
-def test_a_copy_written_slowly_is_held_until_it_can_be_told(tmp_path: Path) -> None:
+def test_a_copy_written_slowly_is_held_until_it_can_be_told(
+    store: dict[str, Any], tmp_path: Path
+) -> None:
     # A big file copied in steps (a slow disk): while the copy is shorter than the
     # original's markers it is neither a new file nor yet known to be a copy.
-    shipping = Shipping(tmp_path, "directory", include="app.log*")
+    shipping = Shipping(tmp_path, **store, include="app.log*")
     app = shipping.logs / "app.log"
     total = 60_000
     app.write_bytes(numbered(range(total)))
@@ -267,8 +277,8 @@ def test_a_copy_written_slowly_is_held_until_it_can_be_told(tmp_path: Path) -> N
         shipping.finish(total + 100)
 
 
-def test_two_copies_while_stopped_continue_once(tmp_path: Path) -> None:
-    shipping = Shipping(tmp_path, "directory", include="app.log*")
+def test_two_copies_while_stopped_continue_once(store: dict[str, Any], tmp_path: Path) -> None:
+    shipping = Shipping(tmp_path, **store, include="app.log*")
     app = shipping.logs / "app.log"
     app.write_bytes(numbered(range(5000)))
     shipping.daemon.start()
@@ -283,12 +293,10 @@ def test_two_copies_while_stopped_continue_once(tmp_path: Path) -> None:
     shipping.finish(5100)
 
 
-def test_copytruncate_of_an_idle_file(tmp_path: Path) -> None:
+def test_copytruncate_of_an_idle_file(store: dict[str, Any], tmp_path: Path) -> None:
     # The file was closed as idle (close_inactive_secs) when logrotate copied and
     # truncated it: its unread lines are read from the copy, out of the globs.
-    shipping = Shipping(
-        tmp_path, "directory", include="*.log", extra_toml="close_inactive_secs = 1"
-    )
+    shipping = Shipping(tmp_path, **store, include="*.log", extra_toml="close_inactive_secs = 1")
     app = shipping.logs / "app.log"
     app.write_bytes(numbered(range(5000)))
     with shipping.daemon:

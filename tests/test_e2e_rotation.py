@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,22 +13,23 @@ from shipper.exit_codes import ExitCode
 from tests.e2e_harness import Shipping
 from tests.support.producers import run_writer, start_writer, wait_writer
 from tests.support.seaweed import SeaweedServer
-from tests.support.store import dir_records, wait_for
+from tests.support.store import wait_for
 
 pytestmark = pytest.mark.e2e
 
 
-def test_timed_rotating_handler(tmp_path: Path) -> None:
+def test_timed_rotating_handler(store: dict[str, Any], tmp_path: Path) -> None:
     # TimedRotatingFileHandler(when="S"): app.log -> app.log.2026-11-25_13-00-01 every second.
-    shipping = Shipping(tmp_path, "directory", include="app.log*")
+    shipping = Shipping(tmp_path, **store, include="app.log*")
     with shipping.daemon:
+        shipping.wait_started()  # its first scan sees the first file
         run_writer(shipping.logs / "app.log", 0, 12_000, rate=3000, handler="timed", backup_count=2)
         assert len(list(shipping.logs.iterdir())) >= 3  # it did rotate
         shipping.finish(12_000)
 
 
-def test_two_rotations_while_stopped(tmp_path: Path) -> None:
-    shipping = Shipping(tmp_path, "directory", include="app.log*")
+def test_two_rotations_while_stopped(store: dict[str, Any], tmp_path: Path) -> None:
+    shipping = Shipping(tmp_path, **store, include="app.log*")
     app = shipping.logs / "app.log"
     run_writer(app, 0, 1000)
     shipping.daemon.start()
@@ -43,10 +45,10 @@ def test_two_rotations_while_stopped(tmp_path: Path) -> None:
     shipping.finish(2500)
 
 
-def test_rotation_out_of_the_globs_while_stopped(tmp_path: Path) -> None:
+def test_rotation_out_of_the_globs_while_stopped(store: dict[str, Any], tmp_path: Path) -> None:
     # Only *.log is watched. The half-read file renamed to app.log.1 while the daemon
     # was down is found again by device and inode, and finished.
-    shipping = Shipping(tmp_path, "directory", include="*.log")
+    shipping = Shipping(tmp_path, **store, include="*.log")
     app = shipping.logs / "app.log"
     run_writer(app, 0, 1000)
     shipping.daemon.start()
@@ -60,12 +62,14 @@ def test_rotation_out_of_the_globs_while_stopped(tmp_path: Path) -> None:
     assert "found a rotated file with unread lines" in shipping.daemon.log_text()
 
 
-def test_rewrite_with_the_same_first_bytes_while_stopped(tmp_path: Path) -> None:
+def test_rewrite_with_the_same_first_bytes_while_stopped(
+    store: dict[str, Any], tmp_path: Path
+) -> None:
     # Truncated and written again, longer than before, starting with the same bytes
     # (the fingerprint covers the first 16): the head and the size both say "the same
     # file"; the bytes before the saved offset say otherwise, so it is read from its
     # start as a new generation, never seeked into.
-    shipping = Shipping(tmp_path, "directory", source_toml="fingerprint_bytes = 16")
+    shipping = Shipping(tmp_path, **store, source_toml="fingerprint_bytes = 16")
     app = shipping.logs / "app.log"
 
     def lines(seqs: range) -> bytes:
@@ -83,34 +87,40 @@ def test_rewrite_with_the_same_first_bytes_while_stopped(tmp_path: Path) -> None
     assert "rewritten in place" in shipping.daemon.log_text()
 
 
-def test_delete_while_open(tmp_path: Path) -> None:
-    shipping = Shipping(tmp_path, "directory")
+def test_delete_while_open(store: dict[str, Any], tmp_path: Path) -> None:
+    shipping = Shipping(tmp_path, **store)
     with shipping.daemon:
+        shipping.wait_started()  # its first scan sees the first file
         # The writer deletes its file after 2,000 lines and writes 3,000 more into it.
         run_writer(shipping.logs / "app.log", 0, 5000, rate=5000, unlink_after=2000)
         assert not (shipping.logs / "app.log").exists()
         shipping.finish(5000)
 
 
-def test_inode_reuse_is_a_new_file(tmp_path: Path) -> None:
-    shipping = Shipping(tmp_path, "directory")
+def test_inode_reuse_is_a_new_file(store: dict[str, Any], tmp_path: Path) -> None:
+    shipping = Shipping(tmp_path, **store)
     app = shipping.logs / "app.log"
     with shipping.daemon:
+        shipping.wait_started()  # its first scan sees the first file
         run_writer(app, 0, 1000)
         shipping.wait_delivered(1000)
         old_inode = app.stat().st_ino
         app.unlink()
         # The inode is free once the daemon has finished the deleted file and closed it.
         wait_for(lambda: "finished rotated file" in shipping.daemon.log_text(), 30)
-        # ext4 hands a freed inode out again soon. Empty files are never read (they
-        # have no first line yet), so trying until the inode comes back ships nothing.
-        for _ in range(1000):
-            app.touch()
-            if app.stat().st_ino == old_inode:
+        # ext4 hands a freed inode out again soon, though other processes on the same
+        # filesystem (the store) may take it first: keep creating empty files beside it
+        # (not matched by the globs, and kept, so each takes a new inode) until one gets
+        # it, then rename that one to app.log. Empty files are never read anyway.
+        reused = False
+        for n in range(5000):
+            filler = shipping.logs / f"filler-{n}.tmp"
+            filler.touch()
+            if filler.stat().st_ino == old_inode:
+                filler.rename(app)
+                reused = True
                 break
-            app.unlink()
-        reused = app.exists() and app.stat().st_ino == old_inode
-        if not app.exists():
+        if not reused:
             app.touch()
         # Fewer bytes than the old checkpoint, and a different first line: a new file.
         run_writer(app, 1000, 300)
@@ -119,8 +129,10 @@ def test_inode_reuse_is_a_new_file(tmp_path: Path) -> None:
         pytest.skip("the filesystem did not hand the inode out again (checked all the same)")
 
 
-def test_odd_files_a_50_mb_line_and_no_trailing_newline(tmp_path: Path) -> None:
-    shipping = Shipping(tmp_path, "directory", include="*.log")
+def test_odd_files_a_50_mb_line_and_no_trailing_newline(
+    store: dict[str, Any], tmp_path: Path
+) -> None:
+    shipping = Shipping(tmp_path, **store, include="*.log")
     app = shipping.logs / "app.log"
     with app.open("wb") as f:
         f.write(b'{"seq": 0}\n')
@@ -156,16 +168,17 @@ def test_odd_files_a_50_mb_line_and_no_trailing_newline(tmp_path: Path) -> None:
 def wait_records(shipping: Shipping, count: int) -> list[dict[str, object]]:
     deadline = time.monotonic() + 60
     while True:
-        records = [r for _, r in dir_records(shipping.shipped)]
+        records = shipping.records()
         if len(records) >= count or time.monotonic() > deadline:
             return records
         time.sleep(0.2)
 
 
-def test_polling_only(tmp_path: Path) -> None:
+def test_polling_only(store: dict[str, Any], tmp_path: Path) -> None:
     # Without events only the rescan finds files: the rotated names are in the globs too.
-    shipping = Shipping(tmp_path, "directory", include="*.log*", extra_toml="file_events = false")
+    shipping = Shipping(tmp_path, **store, include="*.log*", extra_toml="file_events = false")
     with shipping.daemon:
+        shipping.wait_started()  # its first scan sees the first file
         run_writer(shipping.logs / "app.log", 0, 3000, rate=3000)
         run_writer(
             shipping.logs / "rot.log",
@@ -210,7 +223,7 @@ def test_tiny_rotating_handler_at_5000_lines_per_second(
     with shipping.daemon:
         # Files deleted before the daemon runs cannot be shipped by anyone: start writing
         # once it is up.
-        wait_for(lambda: '"started"' in shipping.daemon.log_text(), 60)
+        shipping.wait_started()
         run_writer(
             shipping.logs / "app.log",
             0,
@@ -223,10 +236,12 @@ def test_tiny_rotating_handler_at_5000_lines_per_second(
         shipping.finish(100_000)
 
 
-def test_a_thousand_files_two_hundred_active_with_bounded_descriptors(tmp_path: Path) -> None:
+def test_a_thousand_files_two_hundred_active_with_bounded_descriptors(
+    store: dict[str, Any], tmp_path: Path
+) -> None:
     shipping = Shipping(
         tmp_path,
-        "directory",
+        **store,
         extra_toml="max_open_files = 64\nclose_inactive_secs = 1",
     )
     files = [shipping.logs / f"svc-{i:04d}.log" for i in range(1000)]
@@ -253,15 +268,16 @@ def test_a_thousand_files_two_hundred_active_with_bounded_descriptors(tmp_path: 
     assert seq == 10_000
 
 
-def test_kubernetes_style_symlinks(tmp_path: Path) -> None:
+def test_kubernetes_style_symlinks(store: dict[str, Any], tmp_path: Path) -> None:
     # /var/log/containers/<pod>_<ns>_<container>-<id>.log -> /var/log/pods/.../0.log;
     # the kubelet rotates 0.log to 0.log.<timestamp> and starts a new 0.log.
-    shipping = Shipping(tmp_path, "directory", include="*.log")
+    shipping = Shipping(tmp_path, **store, include="*.log")
     pod_dir = tmp_path / "pods" / "ns_app-1_uid" / "app"
     pod_dir.mkdir(parents=True)
     current = pod_dir / "0.log"
     (shipping.logs / "app-1_ns_app-0123.log").symlink_to(current)
     with shipping.daemon:
+        shipping.wait_started()  # its first scan sees the first file
         run_writer(current, 0, 2000, rate=4000)
         current.rename(pod_dir / "0.log.20261125-101500")
         run_writer(current, 2000, 2000, rate=4000)
