@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 CHECKPOINT_INTERVAL_SECS = 1.0
 #: Longest the reader sleeps when idle; change events usually wake it sooner.
 IDLE_WAIT_SECS = 0.25
+#: Longest a file that looks like a copy still being written is held back. A copy
+#: being written reaches its original's markers sooner (it is written at disk speed).
+COPY_HOLD_SECS = 30.0
 
 InodeKey = tuple[int, int]
 
@@ -167,10 +170,12 @@ class Daemon:
         self._max_open = settings.max_open_files
         self._had_state = False
         self._warnings = ThrottledLog(log, interval_secs=10.0)
-        #: A copy was held back by the last scan: writes rescan until it is decided.
-        self._holding_back = False
+        #: When each held-back copy was first held (monotonic), by inode.
+        self._held_since: dict[InodeKey, float] = {}
         #: Files continued by a copy opened in the current scan.
         self._copies_this_scan: set[str] = set()
+        #: Files the last scan found but could not open for want of a slot.
+        self._waiting_inodes: set[InodeKey] = set()
         #: Parked files found shorter than when parked (truncated while closed).
         self._shrunk: set[InodeKey] = set()
         #: Files finished at a truncation; the next scan looks for their copies.
@@ -566,12 +571,13 @@ class Daemon:
             tailer.close()
             del self.active[inode]
             finished = self.known.get(tailer.fingerprint.id)
-            if finished is not None:
+            if finished is not None and active.truncated:
+                # Its unread lines may be in copytruncate's copy, looked for by the next
+                # scan; only that search may call it finished (a crash before it must not).
+                self._truncated_originals.append(finished)
+            elif finished is not None:
                 finished.finished = True
                 self._checkpoints_dirty = True
-                if active.truncated:
-                    # Its unread lines may be in copytruncate's copy: looked for next scan.
-                    self._truncated_originals.append(finished)
             if isinstance(tailer, CompressedFileTailer) and tailer.stream.damage is not None:
                 # Nothing after the damage can be read by anyone: say exactly what is lost.
                 self._counters["compressed_damaged"] += 1
@@ -649,15 +655,16 @@ class Daemon:
             by_inode[(fp.dev, fp.ino)].append(checkpoint)
             if checkpoint.markers:
                 by_head[fp.head_sha256].append(checkpoint)
-        self._holding_back = False
         self._copies_this_scan = set()
         early = self._take_preopened(by_inode, by_head)
+        # Known files waiting for a slot are followed like parked ones if rotated away.
+        was_waiting = self._waiting_inodes
         results = await asyncio.to_thread(
             self._identify_all, found, by_inode, by_head, set(early) | set(self._preopened)
         )
         identified_now = [r[3] for r in results] + [e[2] for e in early.values()]
         self._unpark_replaced(results)
-        alive = self._alive_ids(identified_now)
+        alive = self._alive_ids(identified_now, by_inode)
         seen: set[InodeKey] = set()
         opened: list[ActiveFile] = []
         for source, path, inode, scanned in results:
@@ -683,7 +690,7 @@ class Daemon:
             opened.append(active)
         # Files we were reading (at start: all known ones; later: parked ones) that the
         # globs no longer match may have been rotated with lines still unread.
-        gone = set(by_inode) if initial else set(self._parked)
+        gone = set(by_inode) if initial else set(self._parked) | (was_waiting & set(by_inode))
         paths = [path for _, path in found]
         reopened, unfound = await self._reopen_rotated(
             gone - seen, by_inode, paths, keep_read=not initial
@@ -693,6 +700,8 @@ class Daemon:
         opened += await self._finish_elsewhere(lost_track, identified_now, seen, paths)
         for inode in set(self._parked) - seen:
             del self._parked[inode]
+        for inode in set(self._held_since) - seen:
+            del self._held_since[inode]
         await self._start_tailing(opened)
         now = time.time()
         for parked in self._parked.values():
@@ -725,10 +734,14 @@ class Daemon:
                 del self._parked[inode]
                 self._truncated_originals.append(parked.checkpoint)
 
-    def _alive_ids(self, identified: list[Identified | None]) -> set[str]:
+    def _alive_ids(
+        self, identified: list[Identified | None], by_inode: dict[InodeKey, list[Checkpoint]]
+    ) -> set[str]:
         """Fingerprint ids of the files still there to be read: tailed, parked, or just found."""
         alive = {a.tailer.fingerprint.id for a in self.active.values()}
         alive.update(p.checkpoint.fingerprint.id for p in self._parked.values())
+        for inode in self._waiting_inodes:  # waiting for a slot: still to be read
+            alive.update(c.fingerprint.id for c in by_inode.get(inode, ()))
         alive.update(i.known.fingerprint.id for i in identified if i is not None and i.known)
         return alive
 
@@ -754,16 +767,29 @@ class Daemon:
 
         copytruncate copies first and truncates after: until the original is read to
         its truncation, where the copy should continue is not known yet. A scan after
-        the original is finished (or gone) continues the copy.
+        the original is finished (or gone) continues the copy. A file that only looked
+        like a copy being written (the same bytes so far) and whose original is done
+        is a file of its own: read whole rather than risk losing it.
         """
         original = identified.copy_of
         if original is None:
             return False
-        if not identified.copy_in_progress and original.fingerprint.id not in alive:
-            return False
-        os.close(identified.fd)
-        self._holding_back = True
-        return True
+        fp = identified.fingerprint
+        inode = (fp.dev, fp.ino)
+        now = time.monotonic()
+        held_since = self._held_since.setdefault(inode, now)
+        if identified.copy_in_progress and now - held_since > COPY_HOLD_SECS:
+            # Still the same bytes as its original this long after it appeared: not a
+            # copy being written but a file of its own with the same content so far.
+            alive = alive - {original.fingerprint.id}
+        if original.fingerprint.id in alive:
+            os.close(identified.fd)
+            return True
+        del self._held_since[inode]
+        if identified.copy_in_progress:
+            identified.copy_of = None
+            identified.copy_in_progress = False
+        return False
 
     async def _reopen_rotated(
         self,
@@ -844,23 +870,29 @@ class Daemon:
 
         A file truncated by copytruncate, or gone while we were away or it was
         parked, may have lines we never read in a copy the globs do not match
-        (``app.log.1``) or in a compressed rotation (``app.log.1.gz``). Each is
-        looked for once; the file is then finished, whatever was found. Files
+        (``app.log.1``) or in a compressed rotation (``app.log.1.gz``). Files
         truncated while being read are looked for too, unless a copy the globs
         match was found (it is continued by the scan itself).
+
+        A file is marked finished (never looked for again) only once that is
+        durable: nothing was found, or a saved checkpoint continues it. One
+        continued by what this search opens stays unfinished until that is read
+        (a compressed copy) or saved (a copy), so a crash meanwhile looks again.
         """
         lost_track = lost_track + self._truncated_originals
         self._truncated_originals = []
-        continued = {c.copy_of for c in self.known.values() if c.copy_of is not None}
-        continued.update(i.copy_of.fingerprint.id for i in identified_now if i and i.copy_of)
+        saved = {c.copy_of for c in self.known.values() if c.copy_of is not None}
+        continued = saved | {i.copy_of.fingerprint.id for i in identified_now if i and i.copy_of}
         wanted = {
             c.fingerprint.id: c
             for c in lost_track
             if c.fingerprint.id not in continued and c.source in self.settings.sources
         }
         for checkpoint in lost_track:
-            checkpoint.finished = True
-            self._checkpoints_dirty = True
+            fid = checkpoint.fingerprint.id
+            if fid in saved or (fid not in continued and fid not in wanted):
+                checkpoint.finished = True
+                self._checkpoints_dirty = True
         if not wanted:
             return []
         places = sorted(await self._places(found))
@@ -880,7 +912,11 @@ class Daemon:
             for stream, checkpoint in streams:
                 compressed = self._open_compressed(stream, checkpoint)
                 if compressed is not None:
+                    del wanted[checkpoint.fingerprint.id]
                     opened.append(compressed)
+        for checkpoint in wanted.values():  # nowhere to be found: nothing more will come
+            checkpoint.finished = True
+            self._checkpoints_dirty = True
         return opened
 
     def _open_compressed(
@@ -926,6 +962,7 @@ class Daemon:
         results: list[tuple[str, str, InodeKey, Identified | None]] = []
         budget = self.settings.max_open_files - len(self.active)
         waiting = 0
+        waiting_inodes: set[InodeKey] = set()
         headless: set[str] = set()  # files whose first line is not complete yet
         shrunk: set[InodeKey] = set()
         handled: set[InodeKey] = set()
@@ -942,10 +979,15 @@ class Daemon:
                     shrunk.add(inode)  # truncated while closed
                 if inode in held:
                     pass
-                elif parked is not None and parked.size == st.st_size:
+                elif (
+                    parked is not None
+                    and parked.size == st.st_size
+                    and parked.mtime_ns == st.st_mtime_ns
+                ):
                     pass  # parked and unchanged: nothing to read
                 elif inode not in self.active and budget <= 0:
                     waiting += 1  # read once another file is parked
+                    waiting_inodes.add(inode)
                 elif inode not in self.active:
                     identified = identify(
                         path,
@@ -968,6 +1010,7 @@ class Daemon:
                 continue
             results.append((source, path, inode, identified))
         self._waiting_to_open = waiting
+        self._waiting_inodes = waiting_inodes
         self._unidentified = headless
         self._shrunk = shrunk
         if waiting:
@@ -1114,7 +1157,6 @@ class Daemon:
                 # rotated away soon, and it must be open by then.
                 if (
                     self._unidentified
-                    or self._holding_back
                     or self._parked
                     or any(change != watchfiles.Change.modified for change, _ in changes)
                 ):

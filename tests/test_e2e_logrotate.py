@@ -307,3 +307,27 @@ def test_copytruncate_of_an_idle_file(store: dict[str, Any], tmp_path: Path) -> 
             shutil.copyfile(app, shipping.logs / "app.log.1")
             out.truncate(0)
         shipping.finish(5100)
+
+
+def test_a_crash_while_finishing_from_a_compressed_file_resumes_in_it(
+    store: dict[str, Any], tmp_path: Path
+) -> None:
+    shipping = Shipping(tmp_path, **store, include="*.log")
+    app = shipping.logs / "app.log"
+    total = 1_000_000
+    app.write_bytes(numbered(range(1000)))
+    shipping.daemon.start()
+    shipping.wait_delivered(1000)
+    assert shipping.daemon.terminate() == ExitCode.OK
+    with app.open("ab") as out:
+        out.write(numbered(range(1000, total)))
+    logrotate_once(shipping, "    create\n    compress")
+    shipping.daemon.start()
+    # Killed part way through the compressed file: the next start goes on in it.
+    wait_for(lambda: "compressed before it was finished" in shipping.daemon.log_text(), 60)
+    # Late enough for the checkpoints to have been saved meanwhile.
+    wait_for(lambda: shipping.ledger_records() > 200_000, 60)
+    shipping.daemon.kill9()
+    assert shipping.ledger_records() < total
+    shipping.daemon.start()
+    shipping.finish(total)

@@ -268,6 +268,28 @@ def test_a_thousand_files_two_hundred_active_with_bounded_descriptors(
     assert seq == 10_000
 
 
+def test_a_file_waiting_for_a_slot_is_followed_when_rotated(
+    store: dict[str, Any], tmp_path: Path
+) -> None:
+    # One slot; a long backlog in a.log keeps it busy while b.log, known and with
+    # unread lines, waits. b.log is rotated out of the globs meanwhile.
+    shipping = Shipping(tmp_path, **store, extra_toml="max_open_files = 1")
+    logs = shipping.logs
+    for n, name in enumerate("abc"):
+        run_writer(logs / f"{name}.log", 10 * n, 10)
+    shipping.daemon.start()
+    shipping.wait_delivered(30)
+    assert shipping.daemon.terminate() == ExitCode.OK
+    run_writer(logs / "a.log", 30, 200_000)
+    run_writer(logs / "b.log", 200_030, 10)
+    run_writer(logs / "c.log", 200_040, 10)
+    shipping.daemon.start()
+    shipping.wait_started()
+    (logs / "b.log").rename(logs / "b.log.1")
+    run_writer(logs / "b.log", 200_050, 5)
+    shipping.finish(200_055)
+
+
 def test_kubernetes_style_symlinks(store: dict[str, Any], tmp_path: Path) -> None:
     # /var/log/containers/<pod>_<ns>_<container>-<id>.log -> /var/log/pods/.../0.log;
     # the kubelet rotates 0.log to 0.log.<timestamp> and starts a new 0.log.

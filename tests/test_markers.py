@@ -176,3 +176,16 @@ def test_a_copy_still_being_written_is_a_copy_in_progress(tmp_path: Path) -> Non
     path.unlink()  # no original left to compare with: a new file after all
     with identified(copy, [checkpoint]) as found:
         assert found is not None and found.copy_of is None
+
+
+def test_a_first_line_alone_is_never_a_copy_in_progress(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.write_bytes(BANNER + lines(0, 100))
+    checkpoint = read_up_to(path, len(BANNER + lines(0, 90)))
+    new = tmp_path / "other.log"
+    new.write_bytes(BANNER)  # a service writing the same banner, nothing else yet
+    with identified(new, [checkpoint]) as found:
+        assert found is not None and found.copy_of is None
+    new.write_bytes(BANNER + lines(0, 1) + b'{"seq": 777}\n')  # the same start, then not
+    with identified(new, [checkpoint]) as found:
+        assert found is not None and found.copy_of is None

@@ -141,19 +141,33 @@ def _original_of(
     return best[2], not best[0]
 
 
+#: How much of a short candidate copy is compared with the original, from its start.
+PREFIX_COMPARE_BYTES = 1 << 20
+
+
 def _prefix_of(checkpoint: Checkpoint, pread: Pread, size: int) -> bool:
-    """Whether the known file, still at its path, has the same last bytes before ``size``."""
+    """Whether the known file, still at its path, holds this file's bytes so far.
+
+    Its first bytes (up to :data:`PREFIX_COMPARE_BYTES`) and its last ones are
+    compared. A file holding no more than the first line is not judged a copy:
+    a banner line alone says nothing.
+    """
+    original = checkpoint.fingerprint
+    if size <= original.head_len:
+        return False
     try:
         fd = os.open(checkpoint.path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return False
     try:
         st = os.fstat(fd)
-        original = checkpoint.fingerprint
         if (st.st_dev, st.st_ino) != (original.dev, original.ino) or st.st_size < size:
             return False
-        start = max(0, size - MARKER_BYTES)
-        return os.pread(fd, size - start, start) == pread(size - start, start)
+        tail = max(0, size - MARKER_BYTES)
+        ranges = [(0, min(size, PREFIX_COMPARE_BYTES)), (tail, size)]
+        return all(
+            os.pread(fd, end - start, start) == pread(end - start, start) for start, end in ranges
+        )
     except OSError:
         return False
     finally:
