@@ -65,8 +65,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_INTERVAL_SECS = 1.0
 #: Longest the reader sleeps when idle; change events usually wake it sooner.
 IDLE_WAIT_SECS = 0.25
-#: Longest a file that looks like a copy still being written is held back. A copy
-#: being written reaches its original's markers sooner (it is written at disk speed).
+#: Longest a file that looks like a copy still being written is held back without
+#: growing. A copy being written grows until it reaches its original's markers.
 COPY_HOLD_SECS = 30.0
 
 InodeKey = tuple[int, int]
@@ -170,12 +170,14 @@ class Daemon:
         self._max_open = settings.max_open_files
         self._had_state = False
         self._warnings = ThrottledLog(log, interval_secs=10.0)
-        #: When each held-back copy was first held (monotonic), by inode.
-        self._held_since: dict[InodeKey, float] = {}
+        #: Held-back copies by inode: since when (monotonic) at the size they still have.
+        self._held_since: dict[InodeKey, tuple[float, int]] = {}
         #: Files continued by a copy opened in the current scan.
         self._copies_this_scan: set[str] = set()
         #: Files the last scan found but could not open for want of a slot.
         self._waiting_inodes: set[InodeKey] = set()
+        #: New files the last scan found waiting for a slot, to be known from their start.
+        self._registered: list[Checkpoint] = []
         #: Parked files found shorter than when parked (truncated while closed).
         self._shrunk: set[InodeKey] = set()
         #: Files finished at a truncation; the next scan looks for their copies.
@@ -648,21 +650,21 @@ class Daemon:
 
     async def _scan(self, *, initial: bool) -> None:
         found = await asyncio.to_thread(discover, self.settings.sources)
-        by_inode: dict[InodeKey, list[Checkpoint]] = defaultdict(list)
-        by_head: dict[str, list[Checkpoint]] = defaultdict(list)
-        for checkpoint in self.known.values():
-            fp = checkpoint.fingerprint
-            by_inode[(fp.dev, fp.ino)].append(checkpoint)
-            if checkpoint.markers:
-                by_head[fp.head_sha256].append(checkpoint)
+        by_inode, by_head = self._known_index()
         self._copies_this_scan = set()
         early = self._take_preopened(by_inode, by_head)
         # Known files waiting for a slot are followed like parked ones if rotated away.
         was_waiting = self._waiting_inodes
         results = await asyncio.to_thread(
-            self._identify_all, found, by_inode, by_head, set(early) | set(self._preopened)
+            self._identify_all,
+            found,
+            by_inode,
+            by_head,
+            set(early) | set(self._preopened),
+            initial,
         )
         identified_now = [r[3] for r in results] + [e[2] for e in early.values()]
+        self._learn_waiting()
         self._unpark_replaced(results)
         alive = self._alive_ids(identified_now, by_inode)
         seen: set[InodeKey] = set()
@@ -715,6 +717,27 @@ class Daemon:
                 log.info(
                     "file rotated away; reading it to its end", extra={"path": active.tailer.path}
                 )
+
+    def _known_index(
+        self,
+    ) -> tuple[dict[InodeKey, list[Checkpoint]], dict[str, list[Checkpoint]]]:
+        """Known files by (device, inode), and those with markers by first-bytes checksum."""
+        by_inode: dict[InodeKey, list[Checkpoint]] = defaultdict(list)
+        by_head: dict[str, list[Checkpoint]] = defaultdict(list)
+        for checkpoint in self.known.values():
+            fp = checkpoint.fingerprint
+            by_inode[(fp.dev, fp.ino)].append(checkpoint)
+            if checkpoint.markers:
+                by_head[fp.head_sha256].append(checkpoint)
+        return by_inode, by_head
+
+    def _learn_waiting(self) -> None:
+        """Know the new files that wait for a slot, from where they will be read."""
+        for checkpoint in self._registered:
+            if checkpoint.fingerprint.id not in self.known:
+                self.known[checkpoint.fingerprint.id] = checkpoint
+                self._checkpoints_dirty = True
+        self._registered = []
 
     def _unpark_replaced(self, results: list[tuple[str, str, InodeKey, Identified | None]]) -> None:
         """Parked files truncated or rewritten while closed (copytruncate of an idle file).
@@ -777,10 +800,13 @@ class Daemon:
         fp = identified.fingerprint
         inode = (fp.dev, fp.ino)
         now = time.monotonic()
-        held_since = self._held_since.setdefault(inode, now)
-        if identified.copy_in_progress and now - held_since > COPY_HOLD_SECS:
-            # Still the same bytes as its original this long after it appeared: not a
-            # copy being written but a file of its own with the same content so far.
+        since, size = self._held_since.get(inode, (now, -1))
+        if size != identified.size:
+            since = now  # still being written: the clock starts again
+        self._held_since[inode] = (since, identified.size)
+        if identified.copy_in_progress and now - since > COPY_HOLD_SECS:
+            # Not growing, and still the same bytes as its original: not a copy being
+            # written but a file of its own with the same content so far.
             alive = alive - {original.fingerprint.id}
         if original.fingerprint.id in alive:
             os.close(identified.fd)
@@ -820,7 +846,10 @@ class Daemon:
                     identify, path, fingerprint_bytes=256, candidates=by_inode
                 )
             except OSError as exc:
+                # Found but not opened (out of descriptors, say): tried again next time,
+                # never taken for gone.
                 self._warnings.warn("cannot open rotated file", path=path, error=str(exc))
+                located.update(c.fingerprint.id for c in by_inode.get(inode, ()))
                 continue
             if identified is None:
                 continue
@@ -954,6 +983,7 @@ class Daemon:
         by_inode: dict[InodeKey, list[Checkpoint]],
         by_head: ByHead,
         held: set[InodeKey],
+        initial: bool,
     ) -> list[tuple[str, str, InodeKey, Identified | None]]:
         """Runs in a thread: stat every path, open and fingerprint the ones not being tailed.
 
@@ -988,6 +1018,8 @@ class Daemon:
                 elif inode not in self.active and budget <= 0:
                     waiting += 1  # read once another file is parked
                     waiting_inodes.add(inode)
+                    if inode not in by_inode:
+                        self._note_waiting(source, path, by_inode, initial=initial)
                 elif inode not in self.active:
                     identified = identify(
                         path,
@@ -1020,6 +1052,42 @@ class Daemon:
                 max_open_files=self.settings.max_open_files,
             )
         return results
+
+    def _note_waiting(
+        self,
+        source: str,
+        path: str,
+        by_inode: dict[InodeKey, list[Checkpoint]],
+        *,
+        initial: bool,
+    ) -> None:
+        """Give a new file that waits for a slot a checkpoint at its start, unread.
+
+        Known, it is followed by inode if it is rotated out of the globs while it
+        waits, like any known file; unknown, it would be lost then. Runs in a thread.
+        """
+        try:
+            found = identify(
+                path,
+                fingerprint_bytes=self.settings.sources[source].fingerprint_bytes,
+                candidates=by_inode,
+            )
+        except OSError:
+            return  # read once it can be opened
+        if found is None:
+            return
+        try:
+            offset = 0
+            if initial and self.settings.sources[source].read_from == "end" and not self._had_state:
+                offset = end_of_last_line(found.fd, found.size)  # as _open would
+        except OSError:
+            return
+        finally:
+            os.close(found.fd)
+        if found.known is None and not found.rewritten and found.copy_of is None:
+            self._registered.append(
+                Checkpoint(found.fingerprint, source, printable_path(path), offset)
+            )
 
     def _open(
         self, source: str, path: str, inode: InodeKey, found: Identified, *, initial: bool

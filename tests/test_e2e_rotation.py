@@ -268,26 +268,40 @@ def test_a_thousand_files_two_hundred_active_with_bounded_descriptors(
     assert seq == 10_000
 
 
-def test_a_file_waiting_for_a_slot_is_followed_when_rotated(
+def test_files_waiting_for_a_slot_are_followed_when_rotated(
     store: dict[str, Any], tmp_path: Path
 ) -> None:
-    # One slot; a long backlog in a.log keeps it busy while b.log, known and with
-    # unread lines, waits. b.log is rotated out of the globs meanwhile.
+    # One slot; a long backlog in a.log keeps it busy while the others wait: b.log,
+    # known and with unread lines, and d.log, new. Both are rotated out of the globs
+    # while they wait.
     shipping = Shipping(tmp_path, **store, extra_toml="max_open_files = 1")
     logs = shipping.logs
-    for n, name in enumerate("abc"):
-        run_writer(logs / f"{name}.log", 10 * n, 10)
+
+    def append(name: str, seqs: range) -> None:
+        with (logs / name).open("ab") as out:
+            out.write(b"".join(b'{"seq": %d, "msg": "waiting for a slot"}\n' % n for n in seqs))
+
+    for n, name in enumerate(["a.log", "b.log", "c.log"]):
+        append(name, range(10 * n, 10 * n + 10))
     shipping.daemon.start()
     shipping.wait_delivered(30)
     assert shipping.daemon.terminate() == ExitCode.OK
-    run_writer(logs / "a.log", 30, 200_000)
-    run_writer(logs / "b.log", 200_030, 10)
-    run_writer(logs / "c.log", 200_040, 10)
+    backlog = 1_000_000
+    append("a.log", range(30, 30 + backlog))
+    append("b.log", range(backlog + 30, backlog + 40))
+    append("c.log", range(backlog + 40, backlog + 50))
     shipping.daemon.start()
     shipping.wait_started()
     (logs / "b.log").rename(logs / "b.log.1")
-    run_writer(logs / "b.log", 200_050, 5)
-    shipping.finish(200_055)
+    append("b.log", range(backlog + 50, backlog + 55))
+    append("d.log", range(backlog + 55, backlog + 75))
+    checkpoints = shipping.state / "checkpoints.json"
+    # Seen waiting, and so known from its start.
+    wait_for(lambda: b"/d.log" in checkpoints.read_bytes(), 30)
+    assert shipping.ledger_records() < backlog, "a.log still holds the slot"
+    (logs / "d.log").rename(logs / "d.log.1")
+    append("d.log", range(backlog + 75, backlog + 80))
+    shipping.finish(backlog + 80)
 
 
 def test_kubernetes_style_symlinks(store: dict[str, Any], tmp_path: Path) -> None:
