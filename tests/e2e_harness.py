@@ -108,7 +108,9 @@ class Shipping:
         ledger = self.state / "ledger.jsonl"
         if not ledger.exists():
             return 0
-        return sum(orjson.loads(line)["records"] for line in ledger.read_bytes().splitlines())
+        # The daemon may be appending a line right now: only whole lines count.
+        complete = ledger.read_bytes().rpartition(b"\n")[0]
+        return sum(orjson.loads(line)["records"] for line in complete.splitlines())
 
     def wait_delivered(self, total: int, timeout: float = 120) -> Counter[int]:
         """Poll until ``total`` lines are in the store (duplicates count too).
