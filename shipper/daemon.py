@@ -54,7 +54,7 @@ from shipper.sources.identify import (
     identify,
     identify_open,
 )
-from shipper.sources.markers import Marker, marker_of, remember
+from shipper.sources.markers import Marker, remember
 from shipper.sources.multiline import LineJoiner, start_rule
 from shipper.sources.tail import FileTailer, LineChunk
 from shipper.spool import Spool, SpoolEntry
@@ -1101,13 +1101,6 @@ class Daemon:
                 settings = self.settings.sources[source]
             found.known.seen_at = time.time()
             found.known.finished = False  # found again where it may still grow
-            if not found.known.markers:
-                # Known from before markers, or never sealed since: mark where it resumes,
-                # so a copy of it can be told from a new file.
-                fd = found.fd
-                marker = marker_of(lambda n, at: os.pread(fd, n, at), offset)
-                if marker is not None:
-                    found.known.markers = (marker,)
         elif found.copy_of is not None:
             original = found.copy_of
             copy_of = original.fingerprint.id
@@ -1144,6 +1137,15 @@ class Daemon:
             chunk_bytes=settings.read_chunk_bytes,
             max_line_bytes=settings.max_line_bytes,
         )
+        if found.known is not None and not found.known.markers:
+            # Known from before markers, or never sealed since: mark where it resumes,
+            # so a copy of it can be told from a new file.
+            try:
+                marker = tailer.marker_at(offset)
+            except OSError:
+                marker = None  # marked at its next sealed batch instead
+            if marker is not None:
+                found.known.markers = (marker,)
         return self._active_for(tailer, inode, copy_of=copy_of)
 
     def _active_for(

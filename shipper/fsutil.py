@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
-__all__ = ["fsync_dir", "printable_path", "write_synced"]
+__all__ = ["fsync_dir", "printable_path", "regular_files", "write_synced"]
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+
+def regular_files(directories: Iterable[Path]) -> Iterator[tuple[str, os.stat_result]]:
+    """``(path, stat)`` of the regular files right in ``directories``, by name.
+
+    Not below them and not through symlinks; a directory or file that cannot be
+    read (gone, permissions) is skipped: there is nothing to find there.
+    """
+    for directory in directories:
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            yield entry.path, st
 
 
 def fsync_dir(directory: Path) -> None:

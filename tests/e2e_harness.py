@@ -12,6 +12,7 @@ import orjson
 
 from shipper.exit_codes import ExitCode
 from tests.support.daemon import ShipperProcess
+from tests.support.producers import run_writer
 from tests.support.seaweed import SeaweedServer
 from tests.support.store import (
     assert_exact,
@@ -86,6 +87,16 @@ class Shipping:
             assert self.seaweed is not None and self.bucket is not None
             return s3_seqs(self.seaweed.client(), self.bucket, "e2e/")
         return dir_seqs(self.shipped) if self.shipped.exists() else Counter()
+
+    def ship_then_stop(self, path: Path, count: int, *, kill: bool = False) -> None:
+        """Write lines 0..count-1 to ``path``, ship them all, then stop (cleanly, or kill -9)."""
+        run_writer(path, 0, count)
+        self.daemon.start()
+        self.wait_delivered(count)
+        if kill:
+            self.daemon.kill9()
+        else:
+            assert self.daemon.terminate() == ExitCode.OK
 
     def wait_started(self, timeout: float = 60) -> None:
         """Until the daemon has done its first scan: files rotated away before it are not its."""

@@ -162,10 +162,7 @@ def test_copytruncate_while_stopped_finishes_from_the_copy(
     # truncated app.log: the copy is continued where app.log was read up to.
     shipping = Shipping(tmp_path, **store, include=include)
     app = shipping.logs / "app.log"
-    run_writer(app, 0, 1000)
-    shipping.daemon.start()
-    shipping.wait_delivered(1000)
-    assert shipping.daemon.terminate() == ExitCode.OK
+    shipping.ship_then_stop(app, 1000)
     run_writer(app, 1000, 500)
     logrotate_once(shipping, "    copytruncate")
     assert app.stat().st_size == 0
@@ -183,10 +180,7 @@ def test_compress_while_stopped_finishes_from_the_compressed_file(
     # checkpoint, and never tailed as text although app.log* matches it.
     shipping = Shipping(tmp_path, **store, include="app.log*")
     app = shipping.logs / "app.log"
-    run_writer(app, 0, 1000)
-    shipping.daemon.start()
-    shipping.wait_delivered(1000)
-    assert shipping.daemon.terminate() == ExitCode.OK
+    shipping.ship_then_stop(app, 1000)
     run_writer(app, 1000, 2000)
     logrotate_once(shipping, "    create\n    compress")
     assert (shipping.logs / "app.log.1.gz").exists()
@@ -201,10 +195,7 @@ def test_a_damaged_compressed_file_loses_only_what_cannot_be_read(
 ) -> None:
     shipping = Shipping(tmp_path, **store, include="app.log*")
     app = shipping.logs / "app.log"
-    run_writer(app, 0, 1000)
-    shipping.daemon.start()
-    shipping.wait_delivered(1000)
-    assert shipping.daemon.terminate() == ExitCode.OK
+    shipping.ship_then_stop(app, 1000)
     run_writer(app, 1000, 20_000)
     logrotate_once(shipping, "    create\n    compress")
     gz = shipping.logs / "app.log.1.gz"

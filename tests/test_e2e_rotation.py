@@ -31,10 +31,7 @@ def test_timed_rotating_handler(store: dict[str, Any], tmp_path: Path) -> None:
 def test_two_rotations_while_stopped(store: dict[str, Any], tmp_path: Path) -> None:
     shipping = Shipping(tmp_path, **store, include="app.log*")
     app = shipping.logs / "app.log"
-    run_writer(app, 0, 1000)
-    shipping.daemon.start()
-    shipping.wait_delivered(1000)
-    assert shipping.daemon.terminate() == ExitCode.OK
+    shipping.ship_then_stop(app, 1000)
     run_writer(app, 1000, 500)  # unread when it is rotated
     app.rename(shipping.logs / "app.log.1")
     run_writer(app, 1500, 500)  # a file the daemon never saw
@@ -50,10 +47,7 @@ def test_rotation_out_of_the_globs_while_stopped(store: dict[str, Any], tmp_path
     # was down is found again by device and inode, and finished.
     shipping = Shipping(tmp_path, **store, include="*.log")
     app = shipping.logs / "app.log"
-    run_writer(app, 0, 1000)
-    shipping.daemon.start()
-    shipping.wait_delivered(1000)
-    shipping.daemon.kill9()
+    shipping.ship_then_stop(app, 1000, kill=True)
     run_writer(app, 1000, 700)
     app.rename(shipping.logs / "app.log.1")
     run_writer(app, 1700, 300)

@@ -19,13 +19,13 @@ __all__ = [
 import bz2
 import gzip
 import lzma
-import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 import zstandard
 
+from shipper.fsutil import regular_files
 from shipper.sources.checkpoints import Checkpoint
 from shipper.sources.fingerprint import Fingerprint
 from shipper.sources.markers import Marker, check_markers
@@ -221,26 +221,21 @@ def find_compressed(
     longest = max(c.fingerprint.head_len for c in wanted)
     left = list(wanted)
     found: list[tuple[DecompressedStream, Checkpoint]] = []
-    for directory in directories:
+    for path, _ in regular_files(directories):
+        if not left:
+            break
+        if not is_compressed(path):
+            continue
         try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            stream = DecompressedStream(path)
         except OSError:
             continue
-        for entry in entries:
-            if not left:
-                return found
-            if not is_compressed(entry.name) or not entry.is_file(follow_symlinks=False):
-                continue
-            try:
-                stream = DecompressedStream(entry.path)
-            except OSError:
-                continue
-            match = _match(stream, left, longest)
-            if match is None:
-                stream.close()
-                continue
-            left.remove(match)
-            found.append((stream, match))
+        match = _match(stream, left, longest)
+        if match is None:
+            stream.close()
+            continue
+        left.remove(match)
+        found.append((stream, match))
     return found
 
 

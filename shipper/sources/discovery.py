@@ -18,6 +18,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from shipper.config import SourceSettings
+from shipper.fsutil import regular_files
 from shipper.sources.compressed import is_compressed
 
 _GLOB_CHARS = frozenset("*?[")
@@ -85,21 +86,10 @@ def find_by_inode(
 ) -> list[tuple[str, tuple[int, int]]]:
     """Regular files in ``directories`` (not below them) whose (device, inode) is wanted."""
     found: list[tuple[str, tuple[int, int]]] = []
-    for directory in directories:
-        try:
-            entries = list(os.scandir(directory))
-        except OSError:
-            continue  # gone, or not readable: nothing to find there
-        for entry in entries:
-            try:
-                if not entry.is_file(follow_symlinks=False):
-                    continue
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            inode = (st.st_dev, st.st_ino)
-            if inode in wanted:
-                found.append((entry.path, inode))
+    for path, st in regular_files(directories):
+        inode = (st.st_dev, st.st_ino)
+        if inode in wanted:
+            found.append((path, inode))
     return found
 
 

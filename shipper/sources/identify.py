@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from shipper.fsutil import regular_files
 from shipper.sources.checkpoints import Checkpoint
 from shipper.sources.compressed import is_compressed
 from shipper.sources.fingerprint import Fingerprint, head_of
@@ -188,30 +189,22 @@ def find_copies(
     head_lengths = sorted({c.fingerprint.head_len for c in originals})
     left = {c.fingerprint.id for c in originals}
     found: list[tuple[str, Identified]] = []
-    for directory in directories:
+    for path, st in regular_files(directories):
+        if not left:
+            break
+        if is_compressed(path) or (st.st_dev, st.st_ino) in skip:
+            continue
         try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             continue
-        for entry in entries:
-            if not left:
-                return found
-            try:
-                if is_compressed(entry.name) or not entry.is_file(follow_symlinks=False):
-                    continue
-                st = entry.stat(follow_symlinks=False)
-                if (st.st_dev, st.st_ino) in skip:
-                    continue
-                fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                continue
-            copy = _copy_among(fd, head_lengths, by_head, left)
-            if copy is None:
-                os.close(fd)
-                continue
-            assert copy.copy_of is not None
-            left.discard(copy.copy_of.fingerprint.id)
-            found.append((entry.path, copy))
+        copy = _copy_among(fd, head_lengths, by_head, left)
+        if copy is None:
+            os.close(fd)
+            continue
+        assert copy.copy_of is not None
+        left.discard(copy.copy_of.fingerprint.id)
+        found.append((path, copy))
     return found
 
 
