@@ -2,7 +2,7 @@
 
 Stage by stage, on one file (default 1 GB):
 - ``tail``: FileTailer reads 1 MiB chunks and splits them into lines;
-- ``tail+chain``: plus parse, enrich and NDJSON encoding;
+- ``tail+chain``: plus parse, enrich, redaction (the defaults) and NDJSON encoding;
 - ``tail+chain+batch+zstd``: plus batch cutting and compression (what is sealed),
   into a no-op sink.
 
@@ -25,9 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.throughput import write_lines
 from shipper.batching import Batcher, BatchLimits
-from shipper.config import EnrichSettings
 from shipper.encoding import encode_batch
-from shipper.processors import build_chain
+from shipper.processors.build import build_chain
 from shipper.sources.fingerprint import Fingerprint
 from shipper.sources.tail import FileTailer
 
@@ -46,7 +45,7 @@ def tail_only(path: Path, stage: str) -> tuple[int, float]:
         chunk_bytes=MiB,
         max_line_bytes=MiB,
     )
-    chain = build_chain(EnrichSettings(), host="bench")
+    chain = build_chain(host="bench", environ={})
     batcher = Batcher(
         BatchLimits(8 * MiB, 100_000, 5.0),
         source="app",

@@ -75,6 +75,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--no-redact", action="store_true", help="run with redact.enabled = false")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="shipper-bench-") as tmp:
         root = Path(tmp)
@@ -84,6 +85,7 @@ def main() -> int:
         config.write_text(
             'state_dir = "state"\n[sources.app]\ninclude = ["logs/*.log"]\n'
             '[sink]\ntype = "directory"\npath = "shipped"\n'
+            + ("[redact]\nenabled = false\n" if args.no_redact else "")
         )
         started = time.monotonic()
         proc = subprocess.Popen(
@@ -112,6 +114,7 @@ def main() -> int:
                     f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
                 ),
                 "lines": args.lines,
+                "redaction": not args.no_redact,
                 "input_mb": round(size / 1e6, 1),
                 "seconds": round(elapsed, 2),
                 "lines_per_sec": round(args.lines / elapsed),

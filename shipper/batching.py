@@ -32,8 +32,10 @@ class Batch:
     #: The NDJSON body: encoded records, each ending with a newline. One growing buffer,
     #: not a list of small objects, so memory is the body's size and no more.
     body: bytearray = field(default_factory=bytearray)
+    #: Records in the body.
     records: int = 0
-    #: Input lines the range holds (a record may come from several lines later on).
+    #: Input records the range holds: the records, less those the shipper made (cap
+    #: summaries), plus those sampled out. A multiline record counts once.
     lines: int = 0
     #: Time of the first record (its own timestamp, else when it was read): partitions the key.
     first_time: float = 0.0
@@ -72,12 +74,19 @@ class Batcher:
         data = memoryview(records.data)
         run_start = 0  # start in ``data`` of the records not yet copied into a batch
         previous = 0
-        for bound, end, when in zip(records.bounds, records.ends, records.times, strict=True):
+        entries = zip(records.bounds, records.ends, records.times, records.lines, strict=True)
+        for bound, end, when, lines in entries:
             size = bound - previous
             batch = self._open
-            if batch is not None and (
-                len(batch.body) + (previous - run_start) + size > limits.max_bytes
-                or batch.records >= limits.max_records
+            # A record the shipper made shares its line's end: never cut between them,
+            # or the next batch would cover no bytes at all.
+            if (
+                batch is not None
+                and end > batch.end
+                and (
+                    len(batch.body) + (previous - run_start) + size > limits.max_bytes
+                    or batch.records >= limits.max_records
+                )
             ):
                 batch.body += data[run_start:previous]
                 run_start = previous
@@ -94,8 +103,9 @@ class Batcher:
                     opened_at=now,
                 )
                 self._open = batch
-            batch.records += 1
-            batch.lines += 1
+            if size:
+                batch.records += 1
+            batch.lines += lines
             batch.end = end
             self.position = end
             previous = bound

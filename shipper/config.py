@@ -13,7 +13,10 @@ __all__ = [
     "EnrichSettings",
     "HealthSettings",
     "MultilineSettings",
+    "ParseSettings",
     "ReadFrom",
+    "RedactSettings",
+    "SampleSettings",
     "Settings",
     "SinkSettings",
     "SinkType",
@@ -40,6 +43,14 @@ from typing import Any, Literal, cast, get_args
 from urllib.parse import urlsplit
 
 from shipper.errors import ConfigError, ConfigProblem
+from shipper.processors.detectors import (
+    DETECTOR_NAMES,
+    Detector,
+    LinearRegexError,
+    compile_linear,
+)
+from shipper.processors.redact_keys import DEFAULT_SECRET_KEYS, RedactAction, normalise_key
+from shipper.processors.sample import LEVELS, CapLimit, FieldCondition, SampleRule
 from shipper.units import GiB, KiB, MiB, format_size, parse_size
 
 if sys.version_info >= (3, 11):
@@ -84,10 +95,57 @@ class SourceSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ParseSettings:
+    #: Where a record's own time is read, first match wins; a record without one gets
+    #: the time it was read.
+    timestamp_fields: tuple[str, ...] = ("timestamp", "time", "ts", "@timestamp")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EnrichSettings:
     fields: Mapping[str, FieldValue] = field(default_factory=lambda: MappingProxyType({}))
     host: bool = True
     collision_prefix: str = "shipper_"
+    #: A ``kubernetes`` object from the downward-API variables that are set.
+    kubernetes: bool = True
+    #: ``file_path`` and ``file_offset``: the file and byte offset a record's line came from.
+    file_path: bool = False
+    file_offset: bool = False
+
+
+RedactChoice = Literal["mask", "hash", "remove", "partial", "off"]
+_REDACT_ACTIONS: tuple[str, ...] = get_args(RedactChoice)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedactSettings:
+    enabled: bool = True
+    #: Action for the built-in secret keys.
+    key_action: RedactAction = "mask"
+    #: Keys and their actions, built-in ones included; "off" lifts a built-in key.
+    keys: Mapping[str, RedactAction] = field(
+        default_factory=lambda: MappingProxyType(dict.fromkeys(DEFAULT_SECRET_KEYS, "mask"))
+    )
+    #: Enabled built-in detectors and their actions.
+    detectors: Mapping[str, RedactAction] = field(
+        default_factory=lambda: MappingProxyType(dict.fromkeys(DETECTOR_NAMES, "mask"))
+    )
+    #: Detectors from the config: (detector, action).
+    custom: tuple[tuple[Detector, RedactAction], ...] = ()
+    #: The environment variable holding the HMAC key of the ``hash`` action.
+    hash_key_env: str = "SHIPPER_HASH_KEY"
+    hash_key: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SampleSettings:
+    rules: tuple[SampleRule, ...] = ()
+    #: Hashed for the keep decision (a trace or user id); without it, the line is.
+    key_field: tuple[str, ...] | None = None
+    keep_level: int = 30
+    level_fields: tuple[tuple[str, ...], ...] = (("level",), ("levelname",), ("severity",))
+    rate_field: str = "sample_rate"
+    cap: CapLimit | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,7 +188,10 @@ class Settings:
     sources: Mapping[str, SourceSettings]
     sink: SinkSettings
     state_dir: Path = Path("/var/lib/shipper")
+    parse: ParseSettings = field(default_factory=ParseSettings)
     enrich: EnrichSettings = field(default_factory=EnrichSettings)
+    redact: RedactSettings = field(default_factory=RedactSettings)
+    sample: SampleSettings = field(default_factory=SampleSettings)
     batch: BatchSettings = field(default_factory=BatchSettings)
     spool: SpoolSettings = field(default_factory=SpoolSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
@@ -158,7 +219,23 @@ _ROOT_KEYS = _keys(Settings, "config_path")
 _SOURCE_KEYS = _keys(SourceSettings, "name")
 _MULTILINE_KEYS = _keys(MultilineSettings)
 _MULTILINE_PRESETS = ("python_traceback", "json")
+_PARSE_KEYS = ("timestamp_field",)
 _ENRICH_KEYS = _keys(EnrichSettings)
+_REDACT_KEYS = ("enabled", "key_action", "keys", "detectors", "custom", "hash_key_env")
+_CUSTOM_KEYS = ("name", "pattern", "action")
+_SAMPLE_KEYS = (
+    "key_field",
+    "keep_levels_at_or_above",
+    "level_fields",
+    "rate_field",
+    "rules",
+    "cap",
+)
+_RULE_KEYS = ("name", "rate", "match", "key_field")
+_CAP_KEYS = _keys(CapLimit)
+_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+#: An HMAC key shorter than this is guessable; pseudonyms would name their users.
+_MIN_HASH_KEY_BYTES = 16
 _BATCH_KEYS = _keys(BatchSettings)
 _SPOOL_KEYS = _keys(SpoolSettings)
 _SINK_KEYS = _keys(SinkSettings)
@@ -223,7 +300,10 @@ def parse_config(
     root.check_keys(_ROOT_KEYS)
     state_dir = _resolve(base_dir, root.string("state_dir", "/var/lib/shipper"))
     sources = _parse_sources(root, base_dir)
+    parse = _parse_parse(root.table("parse"))
     enrich = _parse_enrich(root.table("enrich"))
+    redact = _parse_redact(root.table("redact"), environ)
+    sample = _parse_sample(root.table("sample"))
     batch = _parse_batch(root.table("batch"))
     spool = _parse_spool(root.table("spool"), batch)
     sink = _parse_sink(root.table("sink", required=True), base_dir)
@@ -239,7 +319,10 @@ def parse_config(
     return Settings(
         state_dir=state_dir,
         sources=MappingProxyType(sources),
+        parse=parse,
         enrich=enrich,
+        redact=redact,
+        sample=sample,
         batch=batch,
         spool=spool,
         sink=sink,
@@ -433,6 +516,28 @@ class _Table:
             return value
         return default
 
+    def array_of_tables(self, name: str) -> list[_Table]:
+        """``[[name]]`` entries; entries that are not tables are reported and left out."""
+        raw: list[Any] | None = self._get(name, list, "an array of tables")
+        tables: list[_Table] = []
+        for index, item in enumerate(raw or []):
+            path = f"{name}[{index}]"
+            if isinstance(item, Mapping):
+                tables.append(_Table(item, _join(self.path, path), self.problems))
+            else:
+                self.problem(path, f"expected a table, got {_type_name(item)}")
+        return tables
+
+    def fraction(self, name: str, default: float) -> float:
+        """A rate from 0 to 1."""
+        raw: int | float | None = self._get(name, (int, float), "a number from 0 to 1")
+        if raw is None:
+            return default
+        if not 0.0 <= float(raw) <= 1.0:
+            self.problem(name, f"must be between 0 and 1, got {raw!r}")
+            return default
+        return float(raw)
+
     def string_list(self, name: str, *, required: bool = False) -> list[str]:
         if required and name not in self.data:
             self.problem(name, "required")
@@ -532,6 +637,215 @@ def _parse_enrich(table: _Table | None) -> EnrichSettings:
         fields=MappingProxyType(fields),
         host=table.boolean("host", True),
         collision_prefix=table.string("collision_prefix", "shipper_"),
+        kubernetes=table.boolean("kubernetes", True),
+        file_path=table.boolean("file_path", False),
+        file_offset=table.boolean("file_offset", False),
+    )
+
+
+def _parse_parse(table: _Table | None) -> ParseSettings:
+    if table is None:
+        return ParseSettings()
+    table.check_keys(_PARSE_KEYS)
+    name = table.optional_string("timestamp_field")
+    return ParseSettings() if name is None else ParseSettings(timestamp_fields=(name,))
+
+
+def _parse_redact(table: _Table | None, environ: Mapping[str, str]) -> RedactSettings:
+    if table is None:
+        return RedactSettings()
+    table.check_keys(_REDACT_KEYS)
+    key_action = cast(RedactAction, table.choice("key_action", _REDACT_ACTIONS[:-1], "mask"))
+    keys: dict[str, RedactAction] = dict.fromkeys(DEFAULT_SECRET_KEYS, key_action)
+    keys_table = table.table("keys")
+    for name, choice in _action_table(keys_table).items():
+        if not normalise_key(name):
+            table.problem(f"keys.{name}", "a key name needs at least one letter or digit")
+        elif choice == "off":
+            keys.pop(name, None)
+        else:
+            keys[name] = choice
+    detectors: dict[str, RedactAction] = dict.fromkeys(DETECTOR_NAMES, "mask")
+    for name, choice in _action_table(table.table("detectors")).items():
+        if name not in DETECTOR_NAMES:
+            close = difflib.get_close_matches(name, DETECTOR_NAMES, n=1)
+            hint = f' (did you mean "{close[0]}"?)' if close else ""
+            table.problem(f"detectors.{name}", f"unknown detector{hint}")
+        elif choice == "off":
+            del detectors[name]
+        else:
+            detectors[name] = choice
+    custom = _parse_custom_detectors(table)
+    hash_key_env = table.string("hash_key_env", "SHIPPER_HASH_KEY")
+    hash_key: bytes | None = None
+    if "hash" in (*keys.values(), *detectors.values(), *(a for _, a in custom)):
+        value = environ.get(hash_key_env, "")
+        if len(value.encode()) < _MIN_HASH_KEY_BYTES:
+            table.problem(
+                "hash_key_env",
+                f"the hash action needs a key of at least {_MIN_HASH_KEY_BYTES} bytes in "
+                f"${hash_key_env}" + (" (it is not set)" if not value else ""),
+            )
+        hash_key = value.encode()
+    return RedactSettings(
+        enabled=table.boolean("enabled", True),
+        key_action=key_action,
+        keys=MappingProxyType(keys),
+        detectors=MappingProxyType(detectors),
+        custom=tuple(custom),
+        hash_key_env=hash_key_env,
+        hash_key=hash_key,
+    )
+
+
+def _action_table(table: _Table | None) -> dict[str, RedactChoice]:
+    """A table of ``name = "action"``; bad entries are reported and left out."""
+    if table is None:
+        return {}
+    actions: dict[str, RedactChoice] = {}
+    for name in table.data:
+        choice = table.choice(name, _REDACT_ACTIONS, "mask")
+        if choice is not None and isinstance(table.data[name], str):
+            actions[name] = cast(RedactChoice, choice)
+    return actions
+
+
+def _parse_custom_detectors(table: _Table) -> list[tuple[Detector, RedactAction]]:
+    custom: list[tuple[Detector, RedactAction]] = []
+    for entry in table.array_of_tables("custom"):
+        item = entry.data
+        entry.check_keys(_CUSTOM_KEYS)
+        if "name" not in item:
+            entry.problem("name", "required")
+        name = entry.string("name", "")
+        pattern = entry.optional_string("pattern")
+        if "pattern" not in item:
+            entry.problem("pattern", "required")
+        action = cast(RedactAction, entry.choice("action", _REDACT_ACTIONS[:-1], "mask"))
+        if name and not _NAME_RE.fullmatch(name):
+            entry.problem("name", f"must match ^{_NAME_RE.pattern}$ (it names a counter)")
+            continue
+        if name in DETECTOR_NAMES or any(d.name == name for d, _ in custom):
+            entry.problem("name", f'"{name}" is already a detector\'s name')
+            continue
+        compiled = _compile(entry, "pattern", pattern)
+        if name and compiled is not None:
+            if compiled.search("") is not None:
+                entry.problem("pattern", "matches the empty string, so it would match everywhere")
+            else:
+                custom.append((Detector(name, compiled), action))
+    return custom
+
+
+def _compile(table: _Table, name: str, pattern: str | None) -> Any:
+    """A pattern that runs on every record: RE2, so its time is linear in the input."""
+    if pattern is None:
+        return None
+    try:
+        return compile_linear(pattern)
+    except LinearRegexError as exc:
+        table.problem(
+            name, f"invalid regular expression: {exc} (RE2 syntax: no lookaround or backreferences)"
+        )
+        return None
+
+
+def _parse_sample(table: _Table | None) -> SampleSettings:
+    if table is None:
+        return SampleSettings()
+    table.check_keys(_SAMPLE_KEYS)
+    key_field = table.optional_string("key_field")
+    level_name = table.string("keep_levels_at_or_above", "WARNING")
+    keep_level = LEVELS.get(level_name.upper())
+    if keep_level is None:
+        names = ", ".join(sorted({n for n in LEVELS if n.isalpha()}))
+        table.problem("keep_levels_at_or_above", f'unknown level "{level_name}" (one of {names})')
+        keep_level = 30
+    level_fields = table.string_list("level_fields") if "level_fields" in table.data else None
+    cap_table = table.table("cap") if "cap" in table.data else None
+    return SampleSettings(
+        rules=tuple(_parse_rules(table)),
+        key_field=None if key_field is None else _path(key_field),
+        keep_level=keep_level,
+        level_fields=(
+            SampleSettings().level_fields
+            if level_fields is None
+            else tuple(_path(f) for f in level_fields)
+        ),
+        rate_field=table.string("rate_field", "sample_rate"),
+        cap=None if cap_table is None else _parse_cap(cap_table),
+    )
+
+
+def _path(name: str) -> tuple[str, ...]:
+    """A field name, dotted for nested objects: "http.status"."""
+    return tuple(name.split("."))
+
+
+def _parse_rules(table: _Table) -> list[SampleRule]:
+    rules: list[SampleRule] = []
+    for index, entry in enumerate(table.array_of_tables("rules")):
+        item = entry.data
+        entry.check_keys(_RULE_KEYS)
+        name = entry.string("name", f"rule{index + 1}")
+        if not _NAME_RE.fullmatch(name):
+            entry.problem("name", f"must match ^{_NAME_RE.pattern}$ (it names a counter)")
+        elif any(rule.name == name for rule in rules):
+            entry.problem("name", f'another rule is already named "{name}"')
+        if "rate" not in item:
+            entry.problem("rate", "required")
+        rate = entry.fraction("rate", 1.0)
+        match = entry.table("match", required=True)
+        conditions = [] if match is None else _parse_conditions(match)
+        key_field = entry.optional_string("key_field")
+        rules.append(
+            SampleRule(
+                name=name,
+                rate=rate,
+                conditions=tuple(conditions),
+                key_field=None if key_field is None else _path(key_field),
+            )
+        )
+    return rules
+
+
+def _parse_conditions(table: _Table) -> list[FieldCondition]:
+    """``field = value``, ``field = [values]`` or ``field = { regex = "..." }``."""
+    if not table.data:
+        table.problems.append(ConfigProblem(table.path, "needs at least one field condition"))
+    conditions: list[FieldCondition] = []
+    for name, value in table.data.items():
+        if isinstance(value, Mapping):
+            sub = _Table(value, _join(table.path, name), table.problems)
+            sub.check_keys(("regex",))
+            regex = _compile(sub, "regex", sub.optional_string("regex"))
+            if "regex" not in value:
+                sub.problem("regex", "required")
+            if regex is not None:
+                conditions.append(FieldCondition(_path(name), regex=regex))
+            continue
+        values = value if isinstance(value, list) else [value]
+        good = [v for v in values if isinstance(v, str | int | float)]
+        if not values or len(good) != len(values):
+            table.problem(
+                name,
+                'expected a string, number or boolean, an array of them, or { regex = "..." }',
+            )
+            continue
+        conditions.append(FieldCondition(_path(name), values=tuple(good)))
+    return conditions
+
+
+def _parse_cap(table: _Table | None) -> CapLimit | None:
+    if table is None:
+        return None
+    table.check_keys(_CAP_KEYS)
+    if "max_per_sec" not in table.data:
+        table.problem("max_per_sec", "required")
+    return CapLimit(
+        key_field=_path(table.string("key_field", "message")),
+        max_per_sec=table.integer("max_per_sec", 100, 1, 10_000_000),
+        summary_interval_secs=table.seconds("summary_interval_secs", 60.0, most=86400),
     )
 
 

@@ -34,7 +34,7 @@ from shipper.exit_codes import ExitCode
 from shipper.fsutil import printable_path
 from shipper.ledger import Ledger
 from shipper.logs import ThrottledLog
-from shipper.processors import build_chain
+from shipper.processors.build import build_chain
 from shipper.recovery import resume_positions
 from shipper.sinks import Sink, build_sink
 from shipper.sources.checkpoints import Checkpoint, CheckpointStore
@@ -146,7 +146,14 @@ class Daemon:
         self.limits = BatchLimits(
             settings.batch.max_bytes, settings.batch.max_records, settings.batch.max_age_secs
         )
-        self.chain = build_chain(settings.enrich, host=self.host)
+        self.chain = build_chain(
+            host=self.host,
+            environ=os.environ,
+            parse=settings.parse,
+            enrich=settings.enrich,
+            redact=settings.redact,
+            sample=settings.sample,
+        )
         self.known: dict[str, Checkpoint] = {}
         self.active: dict[InodeKey, ActiveFile] = {}
         self.uploader: Uploader | None = None
@@ -433,8 +440,15 @@ class Daemon:
         return result
 
     def _process(self, active: ActiveFile, chunk: LineChunk) -> None:
+        batcher = active.batcher
         out = self.chain.run(
-            chunk.lines, chunk.ends, read_time=chunk.read_time, line_flags=chunk.flags
+            chunk.lines,
+            chunk.ends,
+            read_time=chunk.read_time,
+            line_flags=chunk.flags,
+            stream=batcher.fingerprint.id,
+            path=batcher.path,
+            start=batcher.position,
         )
         active.unsealed += active.batcher.add(out, time.monotonic())
 

@@ -23,10 +23,7 @@ def make(max_bytes: int = 100, max_records: int = 1000, max_age: float = 5.0) ->
 def encoded(records: list[bytes], ends: list[int], times: list[float]) -> EncodedRecords:
     out = EncodedRecords()
     for record, end, when in zip(records, ends, times, strict=True):
-        out.data += record
-        out.bounds.append(len(out.data))
-        out.ends.append(end)
-        out.times.append(when)
+        out.add(record, end, when)
     return out
 
 
@@ -128,3 +125,41 @@ def test_batches_tile_the_input_and_respect_limits(
         assert b.records <= max_records
         assert len(b.body) == b.end - b.start
         assert len(b.body) <= max_bytes or b.records == 1
+
+
+@given(
+    st.lists(st.sampled_from(["kept", "dropped", "made"]), min_size=1, max_size=60),
+    st.integers(1, 60),
+    st.integers(1, 5),
+)
+def test_dropped_lines_and_made_records_keep_every_range_whole(
+    kinds: list[str], max_bytes: int, max_records: int
+) -> None:
+    """Sampled-out lines (no bytes) are covered; a summary never starts an empty range."""
+    out = EncodedRecords()
+    end = 0
+    expected_body = b""
+    inputs = 0
+    for index, kind in enumerate(kinds):
+        if kind == "made" and index > 0:
+            record = b"S%d\n" % index  # shares the end of the line before it
+            out.add(record, end, 0.0, lines=0)
+            expected_body += record
+            continue
+        end += 10
+        inputs += 1
+        if kind == "dropped":
+            out.skip(end, 0.0)
+        else:
+            record = b"L%d\n" % index
+            out.add(record, end, 0.0)
+            expected_body += record
+    batcher = make(max_bytes=max_bytes, max_records=max_records)
+    batches = batcher.add(out, 0.0)
+    last = batcher.flush()
+    batches += [last] if last else []
+    assert b"".join(bytes(b.body) for b in batches) == expected_body
+    assert batches[0].start == 0 and batches[-1].end == end
+    assert all(a.end == b.start for a, b in itertools.pairwise(batches))
+    assert all(b.end > b.start for b in batches)
+    assert sum(b.lines for b in batches) == inputs

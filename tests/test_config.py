@@ -429,3 +429,169 @@ def test_multiline_settings_are_validated() -> None:
     )
     assert "sources.app.multiline.timeout_secs: must be greater than 0, got 0" in messages
     assert any(m.startswith("sources.app.multiline.max_line: unknown key") for m in messages)
+
+
+PROCESSING_CONFIG = """\
+[sources.app]
+include = ["/var/log/app/*.log"]
+[sink]
+type = "directory"
+path = "/srv/shipped"
+[parse]
+timestamp_field = "event_time"
+[enrich]
+kubernetes = false
+file_path = true
+file_offset = true
+[redact]
+key_action = "hash"
+hash_key_env = "MY_HASH_KEY"
+[redact.keys]
+session = "off"
+user_email = "hash"
+[redact.detectors]
+email = "hash"
+us_ssn = "off"
+credit_card = "partial"
+[[redact.custom]]
+name = "employee_id"
+pattern = 'EMP-\\d{6}'
+[sample]
+key_field = "trace.id"
+keep_levels_at_or_above = "error"
+[[sample.rules]]
+name = "health"
+rate = 0.01
+match = { message = { regex = "^GET /healthz" }, level = ["DEBUG", "INFO"], status = 200 }
+[[sample.rules]]
+rate = 0
+match = { logger = "noisy" }
+[sample.cap]
+max_per_sec = 50
+"""
+
+
+def test_processing_tables_parse(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(PROCESSING_CONFIG)
+    settings = load_config(path, {"MY_HASH_KEY": "0123456789abcdef0123"})
+    assert settings.parse.timestamp_fields == ("event_time",)
+    assert not settings.enrich.kubernetes and settings.enrich.file_path
+    redact = settings.redact
+    assert redact.hash_key == b"0123456789abcdef0123"
+    assert "session" not in redact.keys and redact.keys["password"] == "hash"
+    assert redact.keys["user_email"] == "hash"
+    assert "us_ssn" not in redact.detectors and redact.detectors["credit_card"] == "partial"
+    assert redact.detectors["jwt"] == "mask"
+    [(detector, action)] = redact.custom
+    assert detector.name == "employee_id" and action == "mask"
+    assert "0123456789" not in repr(settings)  # the key never reaches a log line
+    sample = settings.sample
+    assert sample.key_field == ("trace", "id") and sample.keep_level == 40
+    health, second = sample.rules
+    assert health.name == "health" and health.rate == 0.01 and len(health.conditions) == 3
+    assert second.name == "rule2" and second.rate == 0.0
+    assert sample.cap is not None and sample.cap.max_per_sec == 50
+    assert sample.cap.key_field == ("message",) and sample.cap.summary_interval_secs == 60
+
+
+BAD_PROCESSING: list[tuple[dict[str, Any], str]] = [
+    (
+        {"redact.key_action": "shred"},
+        'redact.key_action: must be one of "mask", "hash", "remove", "partial", got "shred"',
+    ),
+    (
+        {"redact.detectors": {"emial": "mask"}},
+        'redact.detectors.emial: unknown detector (did you mean "email"?)',
+    ),
+    (
+        {"redact.detectors": {"email": "of"}},
+        'redact.detectors.email: must be one of "mask", "hash", "remove", "partial", "off", '
+        'got "of"',
+    ),
+    (
+        {"redact.keys": {"-_-": "mask"}},
+        "redact.keys.-_-: a key name needs at least one letter or digit",
+    ),
+    (
+        {"redact.detectors": {"email": "hash"}},
+        "redact.hash_key_env: the hash action needs a key of at least 16 bytes in "
+        "$SHIPPER_HASH_KEY (it is not set)",
+    ),
+    (
+        {"redact.custom": [{"name": "x", "pattern": "(unclosed"}]},
+        "redact.custom[0].pattern: invalid regular expression: missing ): (unclosed "
+        "(RE2 syntax: no lookaround or backreferences)",
+    ),
+    (
+        {"redact.custom": [{"name": "x", "pattern": "(?<!a)b"}]},
+        "redact.custom[0].pattern: invalid regular expression: invalid perl operator: (?<! "
+        "(RE2 syntax: no lookaround or backreferences)",
+    ),
+    (
+        {"redact.custom": [{"name": "x", "pattern": "a*"}]},
+        "redact.custom[0].pattern: matches the empty string, so it would match everywhere",
+    ),
+    (
+        {"redact.custom": [{"name": "email", "pattern": "x"}]},
+        'redact.custom[0].name: "email" is already a detector\'s name',
+    ),
+    (
+        {"redact.custom": [{"name": "Bad Name", "pattern": "x"}]},
+        "redact.custom[0].name: must match ^[a-z][a-z0-9_]{0,63}$ (it names a counter)",
+    ),
+    ({"redact.custom": [{"pattern": "x"}]}, "redact.custom[0].name: required"),
+    ({"redact.custom": ["x"]}, "redact.custom[0]: expected a table, got string"),
+    (
+        {"sample.keep_levels_at_or_above": "loud"},
+        'sample.keep_levels_at_or_above: unknown level "loud" (one of ALERT, CRIT, CRITICAL, '
+        "DEBUG, EMERG, EMERGENCY, ERR, ERROR, FATAL, INFO, INFORMATION, NOTICE, PANIC, TRACE, "
+        "WARN, WARNING)",
+    ),
+    (
+        {"sample.rules": [{"rate": 1.5, "match": {"a": 1}}]},
+        "sample.rules[0].rate: must be between 0 and 1, got 1.5",
+    ),
+    ({"sample.rules": [{"match": {"a": 1}}]}, "sample.rules[0].rate: required"),
+    ({"sample.rules": [{"rate": 0.5}]}, "sample.rules[0].match: required"),
+    (
+        {"sample.rules": [{"rate": 0.5, "match": {}}]},
+        "sample.rules[0].match: needs at least one field condition",
+    ),
+    (
+        {"sample.rules": [{"rate": 0.5, "match": {"m": {"regex": "("}}}]},
+        "sample.rules[0].match.m.regex: invalid regular expression: missing ): ( "
+        "(RE2 syntax: no lookaround or backreferences)",
+    ),
+    (
+        {"sample.rules": [{"rate": 0.5, "match": {"m": {"regx": "a"}}}]},
+        'sample.rules[0].match.m.regx: unknown key (did you mean "regex"?)',
+    ),
+    (
+        {"sample.rules": [{"rate": 0.5, "match": {"m": [{"a": 1}]}}]},
+        "sample.rules[0].match.m: expected a string, number or boolean, an array of them, or "
+        '{ regex = "..." }',
+    ),
+    (
+        {"sample.rules": [{"name": "a", "rate": 1, "match": {"m": 1}}] * 2},
+        'sample.rules[1].name: another rule is already named "a"',
+    ),
+    ({"sample.cap": {"key_field": "message"}}, "sample.cap.max_per_sec: required"),
+    (
+        {"sample.cap": {"max_per_sec": 0}},
+        "sample.cap.max_per_sec: must be between 0 and 10000000, got 0".replace("0 and", "1 and"),
+    ),
+    ({"parse.timestamp_field": ""}, "parse.timestamp_field: must not be empty"),
+]
+
+
+@pytest.mark.parametrize(("changes", "expected"), BAD_PROCESSING)
+def test_bad_processing_settings_name_the_key(changes: dict[str, Any], expected: str) -> None:
+    assert expected in problems(config_with(changes))
+
+
+def test_a_short_hash_key_is_refused() -> None:
+    data = config_with({"redact.key_action": "hash"})
+    assert problems(data, {"SHIPPER_HASH_KEY": "short"}) == [
+        "redact.hash_key_env: the hash action needs a key of at least 16 bytes in $SHIPPER_HASH_KEY"
+    ]

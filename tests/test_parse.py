@@ -69,7 +69,8 @@ def test_chain_encodes_ndjson_flags_partial_and_honours_drops() -> None:
     assert bytes(out.data) == (
         b'{"a":1}\n{"message":"tail","shipper_flags":["wrapped","partial"]}\n'
     )
-    assert out.bounds == [8, len(out.data)]
-    assert out.ends == [8, 27]
-    assert out.times == [3.0, 3.0]
+    # The dropped line is an entry of no bytes: its batch's range still covers it.
+    assert out.bounds == [8, 8, len(out.data)]
+    assert out.ends == [8, 23, 27]
+    assert out.times == [3.0, 3.0, 3.0]
     assert chain.counters["dropped"] == 1

@@ -1,22 +1,5 @@
-"""Record processing: parse, then enrich (redaction and sampling join here later)."""
+"""Record processing: parse, sample, enrich, redact (see :mod:`shipper.processors.chain`).
 
-from __future__ import annotations
-
-__all__ = ["Chain", "DropRecord", "build_chain"]
-
-from collections import Counter
-
-from shipper.config import EnrichSettings
-from shipper.processors.chain import Chain, DropRecord
-from shipper.processors.enrich import Enrich
-
-
-def build_chain(enrich: EnrichSettings, *, host: str) -> Chain:
-    static: dict[str, object] = {"host": host} if enrich.host else {}
-    static.update(enrich.fields)
-    counters: Counter[str] = Counter()
-    return Chain(
-        [Enrich(static, collision_prefix=enrich.collision_prefix, counters=counters)],
-        flags_field=enrich.collision_prefix + "flags",
-        counters=counters,
-    )
+The chain is built from settings by :func:`shipper.processors.build.build_chain`;
+this package imports nothing itself, so the config can use its detectors and rules.
+"""

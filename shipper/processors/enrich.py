@@ -1,33 +1,73 @@
-"""Adds ``host`` and the static ``enrich.fields`` without overwriting the application's fields."""
+"""Adds ``host``, the static ``enrich.fields``, Kubernetes and source fields.
+
+The application's fields always win: on a collision ours goes under
+``collision_prefix`` and the collision is counted, so nothing is clobbered.
+"""
 
 from __future__ import annotations
 
-__all__ = ["Enrich"]
+__all__ = ["KUBERNETES_ENV", "Enrich", "kubernetes_fields"]
 
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+#: The downward-API variables a pod spec usually sets, and the names they get
+#: under the record's ``kubernetes`` object.
+KUBERNETES_ENV = (
+    ("POD_NAME", "pod_name"),
+    ("POD_NAMESPACE", "pod_namespace"),
+    ("NODE_NAME", "node_name"),
+    ("POD_IP", "pod_ip"),
+    ("CONTAINER_NAME", "container_name"),
+)
+
+
+def kubernetes_fields(environ: Mapping[str, str]) -> dict[str, str]:
+    """The downward-API values that are set (and not empty)."""
+    return {name: environ[var] for var, name in KUBERNETES_ENV if environ.get(var)}
+
 
 class Enrich:
-    """On a collision the application's value stays; ours goes under ``collision_prefix``."""
-
     def __init__(
         self,
         fields: Mapping[str, Any],
         *,
         collision_prefix: str,
         counters: Counter[str],
+        source_path_field: str | None = None,
+        source_offset_field: str | None = None,
     ) -> None:
         self.fields = tuple(fields.items())
         self.collision_prefix = collision_prefix
         self.counters = counters
+        self.source_path_field = source_path_field
+        self.source_offset_field = source_offset_field
 
     def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
         for name, value in self.fields:
-            if name not in record:
-                record[name] = value
-            else:
-                self.counters["enrich_collision"] += 1
-                record[self.collision_prefix + name] = value
+            self._set(record, name, value)
         return record
+
+    def add_source(self, record: dict[str, Any], path: str, offset: int) -> None:
+        """The file a record was read from and the byte offset its line starts at."""
+        if self.source_path_field is not None:
+            self._set(record, self.source_path_field, path)
+        if self.source_offset_field is not None:
+            self._set(record, self.source_offset_field, offset)
+
+    def _set(self, record: dict[str, Any], name: str, value: Any) -> None:
+        # Copied, so that a later processor changing one record's value (a nested
+        # object such as ``kubernetes``) cannot change every other record's.
+        value = dict(value) if isinstance(value, dict) else value
+        if name not in record:
+            record[name] = value
+            return
+        self.counters["enrich_collision"] += 1
+        prefixed = self.collision_prefix + name
+        if prefixed in record:
+            # The application uses our prefixed name too: its value stays, ours is
+            # left out (and counted) rather than overwrite it.
+            self.counters["enrich_dropped"] += 1
+        else:
+            record[prefixed] = value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = ["TIMESTAMP_FIELDS", "parse_line", "record_time"]
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -34,9 +35,11 @@ def parse_line(line: bytes) -> tuple[dict[str, Any], list[str]]:
     return {"message": value}, ["wrapped"]
 
 
-def record_time(record: dict[str, Any], default: float) -> float:
-    """The record's own time (first of TIMESTAMP_FIELDS that parses), else ``default``."""
-    for name in TIMESTAMP_FIELDS:
+def record_time(
+    record: dict[str, Any], default: float, fields: Sequence[str] = TIMESTAMP_FIELDS
+) -> float:
+    """The record's own time (the first of ``fields`` that parses), else ``default``."""
+    for name in fields:
         value = record.get(name)
         if value is None:
             continue

@@ -1,27 +1,19 @@
-"""Redaction by key: values under secret-looking keys never leave the host.
+"""Which keys hold secrets: the default list, normalised names and suffixes.
 
-Keys match case-insensitively, at any depth (inside lists too), on normalised
-names: ``apiKey``, ``api-key`` and ``API_KEY`` all match ``api_key``. The walk
-uses an explicit stack, so nesting as deep as the parser accepts cannot
-exhaust the interpreter's recursion limit.
+Keys match case-insensitively on normalised names (``apiKey``, ``api-key`` and
+``API_KEY`` all become ``apikey``), and a key also matches when its normalised
+name ends with a rule's: ``db_password`` and ``x-auth-token`` are caught by
+``password`` and ``token``.
 """
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_SECRET_KEYS", "KeyRedactor", "RedactAction", "normalise_key"]
+__all__ = ["DEFAULT_SECRET_KEYS", "KeyRules", "RedactAction", "normalise_key"]
 
-import hashlib
-import hmac
-from collections import Counter
-from collections.abc import Iterable, Mapping
-from typing import Any, Literal
-
-import orjson
+from collections.abc import Mapping
+from typing import Literal
 
 RedactAction = Literal["mask", "hash", "remove", "partial"]
-MASK = "[REDACTED]"
-#: How many trailing characters ``partial`` keeps; shorter values are masked whole.
-PARTIAL_KEEP = 4
 
 DEFAULT_SECRET_KEYS = (
     "password",
@@ -43,6 +35,8 @@ DEFAULT_SECRET_KEYS = (
     "private_key",
     "client_secret",
 )
+#: Distinct keys remembered with their decision; logs reuse few keys, so this is ample.
+_CACHE_SIZE = 65_536
 
 
 def normalise_key(key: str) -> str:
@@ -50,59 +44,29 @@ def normalise_key(key: str) -> str:
     return "".join(ch for ch in key.casefold() if ch.isalnum())
 
 
-class KeyRedactor:
-    """Replaces, hashes, trims or removes the values of secret keys, in place.
+class KeyRules:
+    """Maps a record key to the action for its value, or None to leave it alone."""
 
-    ``rules`` maps key names (normalised here) to actions. ``hash_key`` is the
-    HMAC key of the ``hash`` action: the same value always gives the same
-    pseudonym, so a user can still be followed without being named.
-    """
-
-    def __init__(
-        self,
-        rules: Mapping[str, RedactAction],
-        *,
-        counters: Counter[str],
-        hash_key: bytes | None = None,
-    ) -> None:
+    def __init__(self, rules: Mapping[str, RedactAction]) -> None:
         self.rules = {normalise_key(k): action for k, action in rules.items()}
-        if "hash" in self.rules.values() and not hash_key:
-            raise ValueError("the hash action needs a hash key")
-        self.hash_key = hash_key or b""
-        self.counters = counters
+        #: Longest first, so "access_token" is tried before "token".
+        self._suffixes = sorted(self.rules, key=len, reverse=True)
+        #: Keys already decided: read directly on the hot path, filled by ``action``.
+        self.known: dict[str, RedactAction | None] = {}
 
-    @classmethod
-    def defaults(
-        cls, *, counters: Counter[str], action: RedactAction = "mask", extra: Iterable[str] = ()
-    ) -> KeyRedactor:
-        return cls({k: action for k in (*DEFAULT_SECRET_KEYS, *extra)}, counters=counters)
-
-    def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
-        stack: list[dict[str, Any] | list[Any]] = [record]
-        while stack:
-            node = stack.pop()
-            if isinstance(node, list):
-                stack.extend(item for item in node if isinstance(item, dict | list))
-                continue
-            for key in list(node):
-                value = node[key]
-                action = self.rules.get(normalise_key(key))
-                if action is None:
-                    if isinstance(value, dict | list):
-                        stack.append(value)
-                    continue
-                self.counters[f"redacted_key_{action}"] += 1
-                if action == "remove":
-                    del node[key]
-                else:
-                    node[key] = self._replace(value, action)
-        return record
-
-    def _replace(self, value: Any, action: RedactAction) -> Any:
-        if action == "hash":
-            text = value if isinstance(value, str) else orjson.dumps(value).decode()
-            digest = hmac.new(self.hash_key, text.encode(), hashlib.sha256).hexdigest()
-            return f"hmac-sha256:{digest[:32]}"
-        if action == "partial" and isinstance(value, str) and len(value) > 2 * PARTIAL_KEEP:
-            return "*" * 4 + value[-PARTIAL_KEEP:]
-        return MASK
+    def action(self, key: str) -> RedactAction | None:
+        try:
+            return self.known[key]
+        except KeyError:
+            pass
+        name = normalise_key(key)
+        action = self.rules.get(name)
+        if action is None:
+            for rule in self._suffixes:
+                if name.endswith(rule):
+                    action = self.rules[rule]
+                    break
+        if len(self.known) >= _CACHE_SIZE:
+            self.known.clear()
+        self.known[key] = action
+        return action

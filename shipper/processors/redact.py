@@ -1,0 +1,313 @@
+"""Redaction: secrets are replaced before a record reaches the spool or the network.
+
+One walk over the record does both kinds of redaction:
+
+* by key: the value under a secret key (``password``, ``api_key``, ...) is
+  masked, hashed, trimmed or removed, whatever it holds;
+* by pattern: every other string value (and so every plain-text line, which
+  is a record's ``message``) is searched by the detectors, and only the
+  secret part is replaced. Integers that are card numbers are caught too.
+
+The walk uses an explicit stack, so nesting as deep as the parser accepts
+cannot exhaust the interpreter's recursion limit.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MASK", "PARTIAL_KEEP", "Redactor"]
+
+import bisect
+import hashlib
+import hmac
+import itertools
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import orjson
+
+from shipper.processors.detectors import (
+    Detector,
+    card_number_ok,
+    find_spans,
+    line_trigger,
+    trigger,
+)
+from shipper.processors.redact_keys import KeyRules, RedactAction, normalise_key
+
+MASK = "[REDACTED]"
+_UNKNOWN: Any = object()
+_NEWLINE = ord("\n")
+#: How many trailing characters ``partial`` keeps; shorter values are masked whole.
+PARTIAL_KEEP = 4
+#: Strings shorter than this hold no secret any detector knows ("pwd=x" is 5).
+_SHORTEST_SECRET = 5
+_AWS_SECRET_LENGTH = 40
+_AWS_SECRET_RE = re.compile(r"[A-Za-z0-9/+]{40}")
+_PEM_BODY_RE = re.compile(r"[A-Za-z0-9+/=\s]*|(?:Proc-Type|DEK-Info|Comment):.*")
+_PEM_BEGIN_RE = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+_PEM_END_RE = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+#: A key in a plain-text log spans lines; after this many it is no key (an unmatched BEGIN).
+_PEM_MAX_LINES = 200
+_MAX_OPEN_STREAMS = 1024
+
+
+class Redactor:
+    """Applies key rules and detectors to a record, in place; counts what it replaced.
+
+    ``detectors`` pairs each enabled detector with its action. Built-in
+    detectors are skipped for strings that cannot hold any of their secrets;
+    ``custom`` detectors (from the config) run on every string. ``hash_key`` is
+    the HMAC key of the ``hash`` action: the same secret always gives the same
+    pseudonym, so a user can still be followed without being named.
+    """
+
+    def __init__(
+        self,
+        *,
+        keys: Mapping[str, RedactAction],
+        detectors: Sequence[tuple[Detector, RedactAction]],
+        custom: Sequence[tuple[Detector, RedactAction]] = (),
+        counters: Counter[str],
+        hash_key: bytes | None = None,
+    ) -> None:
+        actions = [*keys.values(), *(a for _, a in detectors), *(a for _, a in custom)]
+        if "hash" in actions and not hash_key:
+            raise ValueError("the hash action needs a hash key")
+        self.keys = KeyRules(keys)
+        # A key matches a rule when its normalised name ends with the rule's, so a
+        # line holding such a key holds the rule's name, spelled some way.
+        self._line_trigger = line_trigger(tuple(self.keys.rules))
+        self.hash_key = hash_key or b""
+        self.counters = counters
+        self.actions: dict[str, RedactAction] = {d.name: a for d, a in (*detectors, *custom)}
+        self._builtin_and_custom = tuple(d for d, _ in (*detectors, *custom))
+        self._custom = tuple(d for d, _ in custom)
+        self._cards = "credit_card" in self.actions
+        self._aws_secret = "aws_secret_access_key" in self.actions
+        self._private_key = "private_key" in self.actions
+        #: Plain-text streams inside a private key block: lines seen so far, by stream.
+        self._pem_open: dict[str, int] = {}
+
+    def __call__(
+        self, record: dict[str, Any], *, text_stream: str | None = None, clean: bool = False
+    ) -> dict[str, Any]:
+        """Redact ``record``; ``text_stream`` names the file of a plain-text line.
+
+        A private key written to a text log spans lines, so the lines after a
+        ``BEGIN ... PRIVATE KEY`` line of the same file are redacted up to its END.
+
+        ``clean`` says the record is exactly what was parsed from a line that
+        :meth:`lines_to_search` ruled out: nothing in it needs a look.
+        """
+        if clean and (text_stream is None or text_stream not in self._pem_open):
+            return record
+        if text_stream is not None and self._private_key:
+            message = record.get("message")
+            if isinstance(message, str):
+                if text_stream in self._pem_open and self._inside_key(text_stream, record):
+                    return record
+                begin = _PEM_BEGIN_RE.search(message) if "PRIVATE KEY" in message else None
+                if begin is not None and _PEM_END_RE.search(message, begin.end()) is None:
+                    self._open_key(text_stream)
+        self._walk(record)
+        return record
+
+    def lines_to_search(self, lines: Sequence[bytes]) -> set[int] | None:
+        """The indices of the lines that may hold a secret; None means every line.
+
+        One RE2 pass over all the lines joined: most chunks of a log hold no line
+        any rule or detector could match, and then that one pass is all it costs.
+        Lines with a backslash (JSON escapes) or non-ASCII bytes are always searched.
+        """
+        if self._custom:
+            return None  # config patterns may match anything: every string is searched
+        data = b"\n".join(lines)
+        odd = b"\\" in data or not data.isascii()
+        dirty = (
+            {i for i, line in enumerate(lines) if b"\\" in line or not line.isascii()}
+            if odd
+            else set()
+        )
+        starts = [0, *itertools.accumulate(len(line) + 1 for line in lines)]
+        search = self._line_trigger.search
+        position = 0
+        while position < len(data) and (found := search(data, position)) is not None:
+            # A match may begin with the newline before its line ("\n4111...").
+            first = found.start() + (data[found.start()] == _NEWLINE)
+            index = bisect.bisect_right(starts, first) - 1
+            dirty.add(index)
+            position = starts[index + 1]
+        return dirty
+
+    def line_is_clean(self, line: bytes) -> bool:
+        """Whether nothing in ``line`` (a record, or what enrichment adds) needs a look."""
+        return self.lines_to_search([line]) == set()
+
+    def _walk(self, record: dict[str, Any]) -> None:
+        """Key rules on the way down; the strings found are searched afterwards.
+
+        Most records hold no secret, and one test over all their strings at once
+        says so far faster than a test per string.
+        """
+        strings: list[tuple[dict[str, Any] | list[Any], Any, str]] = []
+        removals: list[tuple[dict[str, Any], str]] = []
+        stack: list[dict[str, Any] | list[Any]] = [record]
+        known = self.keys.known
+        action_of = self.keys.action
+        cards = self._cards
+        shortest = _SHORTEST_SECRET
+        # Exact type tests: parsed JSON holds only these types, and ``type(x) is``
+        # costs a fraction of ``isinstance`` on this path, run for every value.
+        while stack:
+            node = stack.pop()
+            if type(node) is list:
+                for index, value in enumerate(node):
+                    kind = type(value)
+                    if kind is str:
+                        if len(value) >= shortest:
+                            strings.append((node, index, value))
+                    elif kind is dict or kind is list:
+                        stack.append(value)
+                    elif kind is int and cards:
+                        node[index] = self._card_int(value)
+                continue
+            mapping = cast(dict[str, Any], node)
+            # Replacing values while iterating is safe; removing keys waits until after.
+            for key, value in mapping.items():
+                action = known.get(key, _UNKNOWN)
+                if action is _UNKNOWN:
+                    action = action_of(key)
+                if action is not None:
+                    self.counters["redacted_key"] += 1
+                    if action == "remove":
+                        removals.append((mapping, key))
+                    else:
+                        mapping[key] = self._replace_value(value, action)
+                    continue
+                kind = type(value)
+                if kind is str:
+                    if len(value) == _AWS_SECRET_LENGTH and self._aws_secret_under(key, value):
+                        mapping[key] = self._redact_whole(value, "aws_secret_access_key")
+                    elif len(value) >= shortest and not (
+                        value.isdigit() and value.isascii() and _is_tracing_id(key)
+                    ):
+                        strings.append((mapping, key, value))
+                elif kind is dict or kind is list:
+                    stack.append(value)
+                elif kind is int and cards and not _is_tracing_id(key):
+                    mapping[key] = self._card_int(value)
+        for parent, name in removals:
+            del parent[name]
+        if not strings:
+            return
+        if not self._custom and not trigger("\x00".join(text for _, _, text in strings)):
+            return
+        for owner, where, text in strings:
+            owner[where] = self._scan(text)
+
+    def _scan(self, text: str) -> str:
+        detectors = self._builtin_and_custom if trigger(text) else self._custom
+        spans = find_spans(text, detectors) if detectors else []
+        if not spans:
+            return text
+        parts: list[str] = []
+        position = 0
+        for start, end, name in spans:
+            self.counters[f"redacted_{name}"] += 1
+            parts.append(text[position:start])
+            parts.append(self._replace_text(text[start:end], name))
+            position = end
+        parts.append(text[position:])
+        return "".join(parts)
+
+    def _redact_whole(self, text: str, name: str) -> str:
+        self.counters[f"redacted_{name}"] += 1
+        return self._replace_text(text, name)
+
+    def _aws_secret_under(self, key: str, value: str) -> bool:
+        """A bare 40-character secret under a key such as ``aws_secret_access_key``."""
+        if not self._aws_secret or _AWS_SECRET_RE.fullmatch(value) is None:
+            return False
+        name = normalise_key(key)
+        return "secret" in name or "accesskey" in name or ("aws" in name and "key" in name)
+
+    def _card_int(self, value: int) -> Any:
+        """A card number logged as a JSON number is a secret all the same."""
+        if 10**12 <= value < 10**19 and card_number_ok(str(value)):
+            self.counters["redacted_credit_card"] += 1
+            replaced = self._replace_text(str(value), "credit_card")
+            return replaced or MASK
+        return value
+
+    def _replace_value(self, value: Any, action: RedactAction) -> Any:
+        if action == "hash":
+            text = value if isinstance(value, str) else orjson.dumps(value).decode()
+            return self._pseudonym(text)
+        if action == "partial" and isinstance(value, str):
+            return _partial(value)
+        return MASK
+
+    def _replace_text(self, secret: str, name: str) -> str:
+        action = self.actions[name]
+        if action == "remove":
+            return ""
+        if action == "hash":
+            return self._pseudonym(_canonical(secret, name))
+        if action == "partial":
+            return _partial(secret)
+        return f"[REDACTED:{name}]"
+
+    def _pseudonym(self, text: str) -> str:
+        digest = hmac.new(self.hash_key, text.encode(), hashlib.sha256).hexdigest()
+        return f"hmac-sha256:{digest[:32]}"
+
+    def _inside_key(self, stream: str, record: dict[str, Any]) -> bool:
+        """Redact a line inside an open key block; False once the block has ended."""
+        message: str = record["message"]
+        end = _PEM_END_RE.search(message)
+        if end is not None:
+            del self._pem_open[stream]
+            self.counters["redacted_private_key"] += 1
+            rest = message[end.end() :]
+            record["message"] = self._replace_text(message[: end.end()], "private_key") + rest
+            self._walk(record)  # whatever follows the END line's marker
+            return True
+        seen = self._pem_open[stream] + 1
+        if seen > _PEM_MAX_LINES or _PEM_BODY_RE.fullmatch(message) is None:
+            del self._pem_open[stream]
+            return False
+        self._pem_open[stream] = seen
+        self.counters["redacted_private_key"] += 1
+        record["message"] = self._replace_text(message, "private_key")
+        return True
+
+    def _open_key(self, stream: str) -> None:
+        if len(self._pem_open) >= _MAX_OPEN_STREAMS:
+            self._pem_open.clear()
+        self._pem_open[stream] = 0
+
+
+def _partial(value: str) -> str:
+    if len(value) > 2 * PARTIAL_KEEP:
+        return "****" + value[-PARTIAL_KEEP:]
+    return MASK
+
+
+def _canonical(secret: str, name: str) -> str:
+    """One spelling per secret, so its pseudonym is the same however it was written."""
+    if name in ("credit_card", "us_ssn"):
+        return "".join(ch for ch in secret if ch.isdigit())
+    if name == "email":
+        return secret.casefold()
+    return secret
+
+
+#: Tracing ids written in decimal (Datadog's ``dd.trace_id``, ``dd.span_id``) are
+#: random 64-bit numbers: about one in a hundred would pass for a card number.
+_TRACING_ID_SUFFIXES = ("traceid", "spanid", "parentid")
+
+
+def _is_tracing_id(key: str) -> bool:
+    return normalise_key(key).endswith(_TRACING_ID_SUFFIXES)

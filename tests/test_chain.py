@@ -1,0 +1,148 @@
+"""The chain as the daemon builds it: parse, sample, enrich, redact, encode."""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from shipper.config import parse_config
+from shipper.processors.build import build_chain
+from shipper.processors.chain import Chain
+from shipper.processors.encoded import EncodedRecords
+
+
+def chain_for(environ: dict[str, str] | None = None, **tables: Any) -> Chain:
+    settings = parse_config(
+        {
+            "sources": {"app": {"include": ["/l/*.log"]}},
+            "sink": {"type": "directory", "path": "/s"},
+            **tables,
+        },
+        base_dir=Path("/"),
+        environ=environ or {},
+    )
+    return build_chain(
+        host="h1",
+        environ=environ or {},
+        parse=settings.parse,
+        enrich=settings.enrich,
+        redact=settings.redact,
+        sample=settings.sample,
+    )
+
+
+def run(chain: Chain, lines: Sequence[bytes], **kwargs: Any) -> EncodedRecords:
+    ends, end = [], kwargs.get("start", 0)
+    for line in lines:
+        end += len(line) + 1
+        ends.append(end)
+    return chain.run(list(lines), ends, read_time=1_700_000_000.0, **kwargs)
+
+
+def records(out: EncodedRecords) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in bytes(out.data).splitlines()]
+
+
+def test_defaults_enrich_and_redact_json_and_plain_text() -> None:
+    chain = chain_for({"POD_NAME": "api-7d9", "POD_NAMESPACE": "shop", "NODE_NAME": ""})
+    out = run(
+        chain,
+        [
+            b'{"level":"INFO","user":{"password":"p4ss"},"message":"mail ana@example.com"}',
+            b"login password=hunter2 from 10.0.0.1",
+        ],
+    )
+    first, second = records(out)
+    assert first == {
+        "level": "INFO",
+        "user": {"password": "[REDACTED]"},
+        "message": "mail [REDACTED:email]",
+        "host": "h1",
+        "kubernetes": {"pod_name": "api-7d9", "pod_namespace": "shop"},
+    }
+    assert second["message"] == "login password=[REDACTED:secret_pair] from 10.0.0.1"
+    assert second["shipper_flags"] == ["wrapped"]
+    assert chain.counters["redacted_key"] == 1 and chain.counters["redacted_email"] == 1
+
+
+def test_redaction_can_be_switched_off() -> None:
+    chain = chain_for(redact={"enabled": False}, enrich={"kubernetes": False})
+    [record] = records(run(chain, [b'{"password":"p"}']))
+    assert record == {"password": "p", "host": "h1"}
+
+
+def test_file_path_and_offset_of_each_line() -> None:
+    chain = chain_for(enrich={"file_path": True, "file_offset": True, "kubernetes": False})
+    out = run(chain, [b'{"a":1}', b'{"file_offset":"mine"}'], path="/l/app.log", start=100)
+    first, second = records(out)
+    assert first["file_path"] == "/l/app.log" and first["file_offset"] == 100
+    assert second["file_offset"] == "mine" and second["shipper_file_offset"] == 108
+    assert chain.counters["enrich_collision"] == 1
+
+
+def test_sampled_out_lines_are_entries_of_no_bytes() -> None:
+    chain = chain_for(sample={"rules": [{"rate": 0, "match": {"level": "DEBUG"}}]})
+    lines = [b'{"level":"DEBUG","n":1}', b'{"level":"ERROR","n":2}', b'{"level":"DEBUG","n":3}']
+    out = run(chain, lines)
+    assert [r["n"] for r in records(out)] == [2]
+    assert out.ends == [24, 48, 72]
+    assert out.bounds[0] == 0 and out.bounds[1] == out.bounds[2] == len(out.data)
+    assert chain.counters["sampled_out"] == 2
+
+
+def test_timestamp_field_sets_the_record_time() -> None:
+    chain = chain_for(parse={"timestamp_field": "at"})
+    out = run(chain, [b'{"at":"2024-01-15T10:30:45Z","timestamp":"2020-01-01T00:00:00Z"}', b"{}"])
+    assert out.times == [1705314645.0, 1_700_000_000.0]
+
+
+def test_cap_summaries_follow_a_line_share_its_end_and_are_redacted() -> None:
+    chain = chain_for(
+        sample={"cap": {"max_per_sec": 2, "summary_interval_secs": 1}},
+        enrich={"kubernetes": False},
+    )
+    burst = [b'{"ts":100.0,"message":"login failed for ana@example.com"}'] * 5
+    later = [b'{"ts":102.0,"message":"ok"}']
+    out = run(chain, burst + later)
+    shipped = records(out)
+    assert [r["message"] for r in shipped[:2]] == ["login failed for [REDACTED:email]"] * 2
+    summary = shipped[3]
+    assert summary["shipper_summary"] == "capped" and summary["suppressed"] == 3
+    assert summary["cap_key"] == "login failed for [REDACTED:email]"
+    assert summary["host"] == "h1"
+    assert out.ends[-1] == out.ends[-2]  # shares the end of the line it follows
+    assert out.lines[-1] == 0 and sum(out.lines) == 6
+
+
+def readme_example() -> dict[str, Any]:
+    """The worked example in the README, so the documentation stays true."""
+    import tomllib
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### A worked example", 1)[1]
+    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    return tomllib.loads(block)
+
+
+def test_the_readme_worked_example_does_what_it_says() -> None:
+    environ = {"SHIPPER_HASH_KEY": "0f" * 16}
+    chain = chain_for(environ, **readme_example())
+    lines = [
+        b'{"level":"INFO","path":"/healthz","trace_id":"t0"}',
+        b'{"level":"ERROR","path":"/healthz","trace_id":"t0"}',
+        b'{"msg":"login","user_email":"Ana@Example.com","note":"card 4111 1111 1111 1111"}',
+        b'{"msg":"by EMP-123456"}',
+    ]
+    shipped = records(run(chain, lines))
+    assert [r.get("level") for r in shipped[:1]] == ["ERROR"]
+    login = shipped[1]
+    assert login["user_email"].startswith("hmac-sha256:")
+    assert login["note"] == "card [REDACTED:credit_card]"
+    assert login["service"] == "checkout" and login["env"] == "prod"
+    assert shipped[2]["msg"] == "by EMP-[REDACTED:employee_id]"
+    sql = [
+        b'{"level":"DEBUG","logger":"sqlalchemy.engine","trace_id":"t%d"}' % i for i in range(2000)
+    ]
+    kept = records(run(chain, sql))
+    assert 50 < len(kept) < 150 and all(r["sample_rate"] == 0.05 for r in kept)
