@@ -1,10 +1,14 @@
 """The chain as the daemon builds it: parse, sample, enrich, redact, encode."""
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shipper.config import parse_config
 from shipper.processors.build import build_chain
@@ -146,3 +150,66 @@ def test_the_readme_worked_example_does_what_it_says() -> None:
     ]
     kept = records(run(chain, sql))
     assert 50 < len(kept) < 150 and all(r["sample_rate"] == 0.05 for r in kept)
+
+
+FULL_CHAIN = {
+    "enrich": {"file_path": True, "file_offset": True},
+    "sample": {
+        "key_field": "trace.id",
+        "rules": [
+            {"rate": 0.5, "match": {"message": {"regex": "a+b"}}},
+            {"rate": 0.3, "match": {"level": ["DEBUG", "INFO"], "n": 1}},
+        ],
+        "cap": {"max_per_sec": 3, "summary_interval_secs": 1},
+    },
+}
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(json_values, min_size=1, max_size=8), st.lists(st.binary(max_size=60)))
+def test_no_stage_raises_on_arbitrary_lines(values: list[Any], raw: list[bytes]) -> None:
+    chain = chain_for(**FULL_CHAIN)
+    lines = [orjson.dumps(v).replace(b"\n", b" ") for v in values]
+    lines += [line.replace(b"\n", b" ") for line in raw]
+    out = run(chain, lines, path="/l/app.log")
+    assert sum(out.lines) == len(lines)
+    records(out)  # every record encodes to valid NDJSON
+
+
+def nested(depth: int) -> Any:
+    value: Any = {"password": "p4ss", "message": "aab"}
+    for level in range(depth):
+        value = {"level": "INFO", "n": value} if level % 2 else [value, "x@example.com"]
+    return value
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        nested(200),
+        {f"k{i}": f"v{i} ana{i}@example.com" if i % 100 == 0 else i for i in range(10_000)},
+        {"message": "aab " * 250_000, "trace": {"id": "t"}},
+        {"message": "4111 " * 200_000},
+        {"message": "eyJ" * 333_333},
+        {"note": "password=" * 100_000, "level": "DEBUG", "n": 1},
+    ],
+    ids=["depth-200", "10k-keys", "1MB-regex-match", "1MB-digit-groups", "1MB-eyJ", "1MB-pairs"],
+)
+def test_each_stage_is_bounded_on_huge_records(document: Any) -> None:
+    chain = chain_for(**FULL_CHAIN)
+    line = orjson.dumps(document)
+    started = time.perf_counter()
+    out = run(chain, [line, line], path="/l/app.log")
+    assert time.perf_counter() - started < 10.0
+    assert sum(out.lines) == 2
+    assert b"p4ss" not in bytes(out.data) and b"ana0@example.com" not in bytes(out.data)
