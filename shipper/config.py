@@ -360,13 +360,23 @@ def _expand(text: str, path: str, environ: Mapping[str, str], problems: list[Con
             return match[0]
         name, default = match["name"], match["default"]
         if default is not None:
-            return environ.get(name) or default
+            return _utf8(environ.get(name) or default, name, path, problems)
         if name not in environ:
             problems.append(ConfigProblem(path, f"environment variable {name} is not set"))
             return ""
-        return environ[name]
+        return _utf8(environ[name], name, path, problems)
 
     return _REFERENCE_RE.sub(replace, text)
+
+
+def _utf8(value: str, name: str, path: str, problems: list[ConfigProblem]) -> str:
+    """Values end up in JSON records and object metadata: UTF-8 only."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        problems.append(ConfigProblem(path, f"environment variable {name} is not valid UTF-8"))
+        return ""
+    return value
 
 
 def _malformed_message(offset: int) -> str:
@@ -662,7 +672,9 @@ def _parse_redact(table: _Table | None, environ: Mapping[str, str]) -> RedactSet
         if not normalise_key(name):
             table.problem(f"keys.{name}", "a key name needs at least one letter or digit")
         elif choice == "off":
-            keys.pop(name, None)
+            # Any spelling lifts the key: "Set-Cookie" = "off" lifts set_cookie.
+            for known in [k for k in keys if normalise_key(k) == normalise_key(name)]:
+                del keys[known]
         else:
             keys[name] = choice
     detectors: dict[str, RedactAction] = dict.fromkeys(DETECTOR_NAMES, "mask")

@@ -213,3 +213,129 @@ def test_each_stage_is_bounded_on_huge_records(document: Any) -> None:
     assert time.perf_counter() - started < 10.0
     assert sum(out.lines) == 2
     assert b"p4ss" not in bytes(out.data) and b"ana0@example.com" not in bytes(out.data)
+
+
+def test_values_too_deep_to_encode_never_stop_the_chain() -> None:
+    chain = chain_for(
+        {"SHIPPER_HASH_KEY": "k" * 16},
+        enrich={"kubernetes": False},
+        redact={"key_action": "hash"},
+        sample={
+            "key_field": "trace",
+            "rules": [{"rate": 0.5, "match": {"level": "INFO"}}],
+            "cap": {"max_per_sec": 1},
+        },
+    )
+    lines = [b'{"level":"INFO","message":' + b"[" * 300 + b'"m"' + b"]" * 300 + b"}"] * 3 + [
+        b'{"level":"INFO","trace":' + b"[" * 300 + b"1" + b"]" * 300 + b"}",
+        b'{"password":' + b"[" * 300 + b'"p4ss"' + b"]" * 300 + b',"session":"s3cr3t-x"}',
+    ]
+    out = run(chain, lines)
+    assert sum(out.lines) == len(lines)
+    data = bytes(out.data)
+    assert b"p4ss" not in data and b"s3cr3t-x" not in data
+
+
+def test_json_that_orjson_refuses_is_still_redacted_by_key() -> None:
+    chain = chain_for(enrich={"kubernetes": False})
+    lines = [
+        b'{"user":"Jos\xe9","session":"sess-one-9f8e","cvv":123}',  # invalid UTF-8
+        b'{"ratio":NaN,"cookie":"sid=Zm9vYmFy1234"}',
+        b'{"name":"\\ud83d","session":"sess-two-9f8e"}',  # a lone surrogate escape
+        b'{"a":{"session":"sess-three-9f8e","cut":"off mid li',  # cut short: text
+        b'{"deep":' + b"[" * 300 + b"1" + b"]" * 300 + b',"session":"sess-four-9f8e"}',
+    ]
+    out = run(chain, lines)
+    data = bytes(out.data)
+    for secret in (b"sess-one", b"123", b"Zm9vYmFy1234", b"sess-two", b"sess-three", b"sess-four"):
+        assert secret not in data, secret
+    first, second, third, fourth, fifth = records(out)
+    assert first["shipper_flags"] == ["invalid_utf8", "nonstandard_json"]
+    assert second["ratio"] is None and second["shipper_flags"] == ["nonstandard_json"]
+    assert third["name"] == "\ufffd" * 3
+    assert fourth["shipper_flags"] == ["wrapped"]
+    assert fifth["shipper_flags"] == ["unencodable"]
+
+
+def test_a_long_cap_key_is_summarised_by_its_digest_never_cut() -> None:
+    chain = chain_for(
+        sample={"cap": {"max_per_sec": 1, "summary_interval_secs": 1}},
+        enrich={"kubernetes": False},
+    )
+    message = "x" * 230 + " postgres://admin:Hunter2Secret@db.internal/x"
+    lines = [orjson.dumps({"ts": 100.0, "message": message})] * 3
+    lines.append(orjson.dumps({"ts": 200.0, "message": "later"}))
+    out = run(chain, lines)
+    summary = next(r for r in records(out) if r.get("shipper_summary"))
+    assert summary["cap_key"] is None and len(summary["cap_key_sha256"]) == 64
+    assert b"Hunter2" not in bytes(out.data)
+
+
+def test_a_key_block_opened_by_a_sampled_out_line_is_still_followed() -> None:
+    chain = chain_for(sample={"rules": [{"rate": 0, "match": {"message": {"regex": "DEBUG"}}}]})
+    lines = [
+        b"DEBUG loaded signing key -----BEGIN RSA PRIVATE KEY-----",
+        b"MIIEpAIBAAKCAQEAsecretbodyline1",
+        b"-----END RSA PRIVATE KEY-----",
+    ]
+    out = run(chain, lines, stream="app.log")
+    assert b"secretbody" not in bytes(out.data)
+
+
+def test_key_blocks_behind_line_prefixes_and_in_docker_json() -> None:
+    chain = chain_for()
+    cri = [
+        b"2026-11-25T10:00:00.1Z stdout F -----BEGIN EC PRIVATE KEY-----",
+        b"2026-11-25T10:00:00.2Z stdout F MHcCAQEEIcrisecretbody",
+        b"2026-11-25T10:00:00.3Z stdout F -----END EC PRIVATE KEY----- done",
+    ]
+    docker = [
+        b'{"log":"-----BEGIN PRIVATE KEY-----\\n","stream":"stdout"}',
+        b'{"log":"MIIEvQIBADANdockersecretbody\\n","stream":"stdout"}',
+        b'{"log":"-----END PRIVATE KEY-----\\n","stream":"stdout"}',
+    ]
+    twice = [
+        b"-----BEGIN RSA PRIVATE KEY-----",
+        b"MIIfirstsecretbody",
+        b"-----END RSA PRIVATE KEY----------BEGIN EC PRIVATE KEY-----",
+        b"MHcsecondsecretbody",
+        b"-----END EC PRIVATE KEY-----",
+    ]
+    for lines in (cri, docker, twice):
+        out = run(chain, lines, stream="f")
+        data = bytes(out.data)
+        assert b"secretbody" not in data, data
+    cri_out = records(run(chain_for(), cri, stream="g"))
+    assert cri_out[1]["message"] == "2026-11-25T10:00:00.2Z stdout F [REDACTED:private_key]"
+
+
+def test_the_pre_check_covers_every_card_the_detector_finds() -> None:
+    chain = chain_for()
+    for text in (
+        "order-2024-4111111111111111",
+        "ref 1-4111111111111111",
+        "601 111 111 111 1117",
+        "378282-246310-005",
+        "4222 2222 2222 2",
+    ):
+        [record] = records(run(chain, [text.encode()]))
+        assert "[REDACTED:credit_card]" in record["message"], text
+
+
+def test_names_enrichment_adds_are_subject_to_key_rules() -> None:
+    chain = chain_for(
+        enrich={"file_path": True, "kubernetes": False}, redact={"keys": {"path": "mask"}}
+    )
+    [record] = records(run(chain, [b'{"a":1}'], path="/l/app.log"))
+    assert record["file_path"] == "[REDACTED]"
+
+
+def test_text_levels_in_any_case_and_java_levels_are_never_sampled_out() -> None:
+    chain = chain_for(sample={"rules": [{"rate": 0, "match": {"message": {"regex": "x"}}}]})
+    lines = [
+        b"2026/11/25 10:00:00 [error] 12#0: x upstream timed out",
+        b'{"level":"SEVERE","message":"x"}',
+        b"2026/11/25 10:00:00 [info] x",
+    ]
+    kept = records(run(chain, lines))
+    assert len(kept) == 2

@@ -544,9 +544,9 @@ BAD_PROCESSING: list[tuple[dict[str, Any], str]] = [
     ({"redact.custom": ["x"]}, "redact.custom[0]: expected a table, got string"),
     (
         {"sample.keep_levels_at_or_above": "loud"},
-        'sample.keep_levels_at_or_above: unknown level "loud" (one of ALERT, CRIT, CRITICAL, '
-        "DEBUG, EMERG, EMERGENCY, ERR, ERROR, FATAL, INFO, INFORMATION, NOTICE, PANIC, TRACE, "
-        "WARN, WARNING)",
+        'sample.keep_levels_at_or_above: unknown level "loud" (one of ALERT, CONFIG, CRIT, '
+        "CRITICAL, DEBUG, EMERG, EMERGENCY, ERR, ERROR, FATAL, FINE, FINER, FINEST, INFO, "
+        "INFORMATION, NOTICE, PANIC, SEVERE, TRACE, WARN, WARNING)",
     ),
     (
         {"sample.rules": [{"rate": 1.5, "match": {"a": 1}}]},
@@ -594,4 +594,17 @@ def test_a_short_hash_key_is_refused() -> None:
     data = config_with({"redact.key_action": "hash"})
     assert problems(data, {"SHIPPER_HASH_KEY": "short"}) == [
         "redact.hash_key_env: the hash action needs a key of at least 16 bytes in $SHIPPER_HASH_KEY"
+    ]
+
+
+def test_off_lifts_a_built_in_key_in_any_spelling() -> None:
+    settings = parse(config_with({"redact.keys": {"Set-Cookie": "off", "SESSION": "off"}}))
+    assert "set_cookie" not in settings.redact.keys and "session" not in settings.redact.keys
+    assert "cookie" in settings.redact.keys
+
+
+def test_an_environment_value_that_is_not_utf8_is_refused() -> None:
+    data = config_with({"enrich.fields": {"pod": "${POD}"}})
+    assert problems(data, {"POD": "caf\udce9"}) == [
+        "enrich.fields.pod: environment variable POD is not valid UTF-8"
     ]

@@ -120,7 +120,8 @@ def test_deep_nesting_does_not_recurse() -> None:
             "git https://[REDACTED:url_credentials]@github.com/o/r",
         ),
         ("login password=hunter2 user=bob", "login password=[REDACTED:secret_pair] user=bob"),
-        ('body {"passwd": "x y", "n": 1}', 'body {"passwd": "[REDACTED:secret_pair]", "n": 1}'),
+        # JSON kept as text: the key rule replaces the value.
+        ('body {"passwd": "x y", "n": 1}', 'body {"passwd": "[REDACTED]", "n": 1}'),
         ("retry with token: abc123", "retry with token: [REDACTED:secret_pair]"),
     ],
 )
@@ -224,7 +225,7 @@ def test_a_key_block_never_closed_ends_at_the_first_line_that_is_not_base64() ->
     assert r({"message": "MIIEpAIBAAKCAQEA"}, text_stream="f")["message"] == (
         "[REDACTED:private_key]"
     )
-    line = "2026-11-25 12:00:00 INFO next request"
+    line = "2026-11-25 12:00:00 INFO next request."  # its last word is not base64
     assert r({"message": line}, text_stream="f")["message"] == line
     assert r({"message": "MIIEpAIBAAKCAQEA"}, text_stream="f")["message"] == "MIIEpAIBAAKCAQEA"
 
@@ -270,4 +271,41 @@ def test_a_line_mentioning_a_private_key_opens_no_block() -> None:
 
 def test_escaped_json_inside_a_string() -> None:
     text = 'body={\\"user\\":\\"ana\\",\\"password\\":\\"hunter2-x9\\"}'
-    assert text_of(text) == text.replace("hunter2-x9", "[REDACTED:secret_pair]")
+    assert text_of(text) == text.replace("hunter2-x9", "[REDACTED]")
+
+
+def test_keys_naming_a_secret_in_other_words_match_string_values() -> None:
+    out = redactor()(
+        {
+            "SECRET_KEY": "django-insecure-x",
+            "password_confirmation": "hunter2",
+            "api_key_value": "k",
+            "newPasswordHash": "h",
+            "password_hash": "h",
+            "token_key": 5,
+            # Describing a secret, not holding it: the users' guide logs "token_prefix".
+            "token_prefix": "sk-a...",
+            "token_type": "Bearer",
+            "session_id": "sess178763",
+            "tokenizer": "cl100k",
+        }
+    )
+    assert out == {
+        "SECRET_KEY": MASK,
+        "password_confirmation": MASK,
+        "api_key_value": MASK,
+        "newPasswordHash": "h",
+        "password_hash": MASK,
+        "token_key": 5,
+        "token_prefix": "sk-a...",
+        "token_type": "Bearer",
+        "session_id": "sess178763",
+        "tokenizer": "cl100k",
+    }
+
+
+def test_a_card_written_as_a_float_is_caught() -> None:
+    assert redactor()({"pan": 4111111111111111.0, "n": 12.5}) == {
+        "pan": "[REDACTED:credit_card]",
+        "n": 12.5,
+    }

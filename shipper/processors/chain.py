@@ -24,6 +24,7 @@ import orjson
 
 from shipper.processors.encoded import EncodedRecords
 from shipper.processors.enrich import Enrich
+from shipper.processors.jsontext import dumps_any
 from shipper.processors.parse import TIMESTAMP_FIELDS, parse_line, record_time
 from shipper.processors.redact import Redactor
 from shipper.processors.sample import Sampler
@@ -63,11 +64,7 @@ class Chain:
         self._added_is_clean = (
             redactor is None
             or enrich is None
-            or redactor.line_is_clean(
-                orjson.dumps(
-                    [[name, enrich.collision_prefix + name, value] for name, value in enrich.fields]
-                )
-            )
+            or redactor.line_is_clean(dumps_any(enrich.added_names_and_values()))
         )
         self._clean_paths: dict[str, bool] = {}
 
@@ -102,16 +99,20 @@ class Chain:
                     counters[flag] += 1
                 flags = [*flags, *line_flags[index]]
             when = record_time(record, read_time, self.timestamp_fields)
-            text = bool(flags) and flags[0] in _TEXT_FLAGS
+            # A plain-text line (not JSON read leniently, which is a record like any).
+            text = bool(flags) and flags[0] in _TEXT_FLAGS and "nonstandard_json" not in flags
             if sampler is not None and not sampler.keep(record, line, when, text=text):
+                if self.redactor is not None:
+                    self.redactor.follow(stream, record, text=text)  # a key block it opens
                 out.skip(end, when)
                 continue
             try:
                 record = self._enrich_and_redact(
                     record,
-                    stream if text else None,
+                    stream,
                     path,
                     line_start,
+                    text=text,
                     clean=search is not None and index not in search,
                 )
             except DropRecord:
@@ -120,20 +121,21 @@ class Chain:
                 continue
             if flags:
                 record.setdefault(flags_field, flags)
-            out.add(self._encode(record, line, flags), end, when)
+            out.add(self._encode(record, flags), end, when)
             if sampler is not None:
                 for summary in sampler.summaries(when):
-                    made = self._enrich_and_redact(summary, None, path, line_start)
-                    out.add(self._encode(made, b"", []), end, when, lines=0)
+                    made = self._enrich_and_redact(summary, None, path, line_start, text=False)
+                    out.add(self._encode(made, []), end, when, lines=0)
         return out
 
     def _enrich_and_redact(
         self,
         record: Record,
-        text_stream: str | None,
+        stream: str | None,
         path: str,
         line_start: int,
         *,
+        text: bool,
         clean: bool = False,
     ) -> Record:
         enrich = self.enrich
@@ -143,7 +145,12 @@ class Chain:
         for processor in self.processors:
             record = processor(record)
         if self.redactor is not None:
-            record = self.redactor(record, text_stream=text_stream, clean=clean)
+            record = self.redactor(
+                record,
+                text_stream=stream if text else None,
+                json_stream=None if text else stream,
+                clean=clean,
+            )
         return record
 
     def _path_is_clean(self, path: str) -> bool:
@@ -159,15 +166,13 @@ class Chain:
             )
         return clean
 
-    def _encode(self, record: Record, line: bytes, flags: list[str]) -> bytes:
+    def _encode(self, record: Record, flags: list[str]) -> bytes:
         try:
             return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         except (TypeError, orjson.JSONEncodeError):
-            # Parsed but not encodable (nested deeper than the encoder goes): ship the
-            # line as text rather than lose it or stop on it, redacted like any text.
+            # Parsed but not encodable (nested deeper than orjson writes): ship the
+            # redacted record as JSON text in a string, rather than lose it or stop.
             self.counters["unencodable"] += 1
-            text: Record = {"message": line.decode("utf-8", "replace")}
-            if self.redactor is not None:
-                text = self.redactor(text)
-            text[self.flags_field] = [*flags, "unencodable"]
-            return orjson.dumps(text, option=orjson.OPT_APPEND_NEWLINE)
+            text = dumps_any(record).decode()
+            wrapped: Record = {"message": text, self.flags_field: [*flags, "unencodable"]}
+            return orjson.dumps(wrapped, option=orjson.OPT_APPEND_NEWLINE)

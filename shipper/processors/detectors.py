@@ -273,7 +273,10 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
     ),
     Detector(
         "us_ssn",
-        re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?![\w-])"),
+        re.compile(
+            r"(?<![\w-])(?!000|666|9[0-9]{2})[0-9]{3}([- ])"
+            r"(?!00)[0-9]{2}\1(?!0000)[0-9]{4}(?![\w-])"
+        ),
         hint=lambda text: _DIGITS4.search(text) is not None,
     ),
     Detector(
@@ -344,9 +347,16 @@ DETECTOR_NAMES = tuple(d.name for d in BUILTIN_DETECTORS)
 
 # One RE2 pass (linear, no backtracking, no per-alternative cost) rules out most
 # strings before any detector runs: every built-in detector's matches contain one
-# of these. A card is a run of 13 digits not in a float's fraction, or groups of
-# four (American Express and Diners: 4-6) spaced or dashed; an SSN is 3-2-4. ISO
-# timestamps, request ids and version strings are none of these.
+# of these. ISO timestamps, request ids and version strings hold none of them.
+_TRIGGER_WORDS = ("bearer", "basic", "aws", "secret", "passw", "pwd", "token", "key", "credential")
+
+
+def _spelled(word: str) -> str:
+    """``word`` with anything but letters and digits between its letters, as key
+    names are matched ("k-e-y" normalises to "key")."""
+    return "[^0-9A-Za-z\\n]*".join(re.escape(char) for char in word)
+
+
 _TRIGGER_SOURCE = "|".join(
     (
         "@",
@@ -354,12 +364,12 @@ _TRIGGER_SOURCE = "|".join(
         "://",
         "PRIVATE KEY",
         "A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)",
-        "(?i:bearer|basic|aws|secret|passw|pwd|token|key|credential)",
-        r"(?m:^)[0-9]{13}|[^0-9A-Za-z_.+-][0-9]{13}",
-        "[0-9]{4} [0-9]{4} [0-9]{4}",
-        "[0-9]{4}-[0-9]{4}-[0-9]{4}",
-        "[0-9]{4} [0-9]{6} [0-9]",
-        "[0-9]{4}-[0-9]{6}-[0-9]",
+        f"(?i:{'|'.join(_spelled(word) for word in _TRIGGER_WORDS)})",
+        # A card as one run of digits (not a float's fraction), or in groups of
+        # 3 to 6 digits with spaces or dashes; an SSN as 3-2-4.
+        r"(?m:^)[0-9]{13}|[^.0-9][0-9]{13}",
+        "[0-9]{3,6} [0-9]{3,6} [0-9]",
+        "[0-9]{3,6}-[0-9]{3,6}-[0-9]",
         "[0-9]{3} [0-9]{2} [0-9]{4}",
         "[0-9]{3}-[0-9]{2}-[0-9]{4}",
     )

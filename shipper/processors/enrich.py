@@ -49,6 +49,14 @@ class Enrich:
             self._set(record, name, value)
         return record
 
+    def added_names_and_values(self) -> list[Any]:
+        """Everything this adds to every record but paths and offsets: the names (also
+        under the collision prefix) and the static values, for the redactor to vet."""
+        names = [name for name, _ in self.fields]
+        names += [n for n in (self.source_path_field, self.source_offset_field) if n is not None]
+        values = [value for _, value in self.fields]
+        return [*names, *(self.collision_prefix + name for name in names), *values]
+
     def add_source(self, record: dict[str, Any], path: str, offset: int) -> None:
         """The file a record was read from and the byte offset its line starts at."""
         if self.source_path_field is not None:

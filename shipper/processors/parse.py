@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = ["TIMESTAMP_FIELDS", "parse_line", "record_time"]
 
+import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -26,6 +27,9 @@ def parse_line(line: bytes) -> tuple[dict[str, Any], list[str]]:
     try:
         value = orjson.loads(line)
     except orjson.JSONDecodeError:
+        lenient = _lenient_object(line)
+        if lenient is not None:
+            return lenient
         try:
             return {"message": line.decode("utf-8")}, ["wrapped"]
         except UnicodeDecodeError:
@@ -33,6 +37,53 @@ def parse_line(line: bytes) -> tuple[dict[str, Any], list[str]]:
     if isinstance(value, dict):
         return value, []
     return {"message": value}, ["wrapped"]
+
+
+def _lenient_object(line: bytes) -> tuple[dict[str, Any], list[str]] | None:
+    """A JSON object orjson refuses but Python's parser reads: invalid UTF-8 in a
+    string, ``NaN``/``Infinity``, lone surrogate escapes. Kept as a record (flagged),
+    so its keys are redacted like any record's and its fields stay queryable."""
+    if not line.lstrip().startswith(b"{"):
+        return None
+    flags: list[str] = []
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        text = line.decode("utf-8", "replace")
+        flags.append("invalid_utf8")
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    return _without_surrogates(value), [*flags, "nonstandard_json"]
+
+
+def _without_surrogates(record: dict[str, Any]) -> dict[str, Any]:
+    """Lone surrogates become U+FFFD, as invalid UTF-8 does: no encoder takes them."""
+    stack: list[Any] = [record]
+    while stack:
+        node = stack.pop()
+        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        for key, item in items:
+            value = _replace_surrogates(item) if isinstance(item, str) else item
+            if isinstance(value, dict | list):
+                stack.append(value)
+            if isinstance(node, dict) and isinstance(key, str):
+                clean_key = _replace_surrogates(key)
+                if clean_key != key:
+                    del node[key]
+                node[clean_key] = value
+            else:
+                node[key] = value
+    return record
+
+
+def _replace_surrogates(text: str) -> str:
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 def record_time(

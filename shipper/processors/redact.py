@@ -25,8 +25,6 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-import orjson
-
 from shipper.processors.detectors import (
     Detector,
     card_number_ok,
@@ -34,10 +32,21 @@ from shipper.processors.detectors import (
     line_trigger,
     trigger,
 )
+from shipper.processors.jsontext import dumps_any
 from shipper.processors.redact_keys import KeyRules, RedactAction, normalise_key
 
 MASK = "[REDACTED]"
 _UNKNOWN: Any = object()
+#: ``"key": value`` in JSON text, or in JSON escaped inside a string (``\"key\":``).
+#: A value is a string (its characters, escapes allowed; cut short, it runs to the
+#: end of the line), or it starts a scalar, object or array (``_value_end``). Each
+#: string scan stops at the next quote, so the whole search stays linear.
+_KEYED_RE = re.compile(
+    r'"(?P<key>[^"\\\n]{1,128})"[ \t]{0,5}:[ \t]{0,5}'
+    r'(?:"(?P<string>(?:[^"\\\n]|\\[^\n])*)(?:"|(?=\n)|\Z)|(?P<value>[^\s"\\]))'
+    r'|\\"(?P<ekey>[^"\\\n]{1,128})\\"[ \t]{0,5}:[ \t]{0,5}'
+    r'(?:\\"(?P<estring>(?:[^"\\\n]|\\(?!")[^\n])*)(?:\\"|(?=\n)|\Z)|(?P<evalue>[^\s"\\]))'
+)
 _NEWLINE = ord("\n")
 #: How many trailing characters ``partial`` keeps; shorter values are masked whole.
 PARTIAL_KEEP = 4
@@ -45,7 +54,12 @@ PARTIAL_KEEP = 4
 _SHORTEST_SECRET = 5
 _AWS_SECRET_LENGTH = 40
 _AWS_SECRET_RE = re.compile(r"[A-Za-z0-9/+]{40}")
-_PEM_BODY_RE = re.compile(r"[A-Za-z0-9+/=\s]*|(?:Proc-Type|DEK-Info|Comment):.*")
+#: The key material at the end of a line inside a block (after any prefix), a
+#: header of an encrypted key, or nothing (a blank line).
+_PEM_BODY_RE = re.compile(
+    r"(?:(?<=\s)|^)(?:[A-Za-z0-9+/=]{4,}|(?:Proc-Type|DEK-Info|Comment):.*)\s*$|^\s*$"
+)
+
 _PEM_BEGIN_RE = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
 _PEM_END_RE = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
 #: A key in a plain-text log spans lines; after this many it is no key (an unmatched BEGIN).
@@ -91,26 +105,29 @@ class Redactor:
         self._pem_open: dict[str, int] = {}
 
     def __call__(
-        self, record: dict[str, Any], *, text_stream: str | None = None, clean: bool = False
+        self,
+        record: dict[str, Any],
+        *,
+        text_stream: str | None = None,
+        json_stream: str | None = None,
+        clean: bool = False,
     ) -> dict[str, Any]:
-        """Redact ``record``; ``text_stream`` names the file of a plain-text line.
+        """Redact ``record``; the stream names the file of its line: ``text_stream``
+        for a plain-text line, ``json_stream`` for a JSON one.
 
-        A private key written to a text log spans lines, so the lines after a
-        ``BEGIN ... PRIVATE KEY`` line of the same file are redacted up to its END.
+        A private key written to a line-oriented log spans lines, so the lines
+        after a ``BEGIN ... PRIVATE KEY`` line of the same file are redacted up to
+        its END: the text of plain-text lines, the ``log`` field of JSON lines
+        (Docker's log files).
 
         ``clean`` says the record is exactly what was parsed from a line that
         :meth:`lines_to_search` ruled out: nothing in it needs a look.
         """
-        if clean and (text_stream is None or text_stream not in self._pem_open):
+        stream = text_stream if text_stream is not None else json_stream
+        if clean and (stream is None or stream not in self._pem_open):
             return record
-        if text_stream is not None and self._private_key:
-            message = record.get("message")
-            if isinstance(message, str):
-                if text_stream in self._pem_open and self._inside_key(text_stream, record):
-                    return record
-                begin = _PEM_BEGIN_RE.search(message) if "PRIVATE KEY" in message else None
-                if begin is not None and _PEM_END_RE.search(message, begin.end()) is None:
-                    self._open_key(text_stream)
+        if stream is not None and self._private_key:
+            self._follow_key_block(stream, record, text=text_stream is not None, redact=True)
         self._walk(record)
         return record
 
@@ -154,8 +171,8 @@ class Redactor:
         strings: list[tuple[dict[str, Any] | list[Any], Any, str]] = []
         removals: list[tuple[dict[str, Any], str]] = []
         stack: list[dict[str, Any] | list[Any]] = [record]
-        known = self.keys.known
         action_of = self.keys.action
+        string_action_of = self.keys.string_action
         cards = self._cards
         shortest = _SHORTEST_SECRET
         # Exact type tests: parsed JSON holds only these types, and ``type(x) is``
@@ -163,31 +180,21 @@ class Redactor:
         while stack:
             node = stack.pop()
             if type(node) is list:
-                for index, value in enumerate(node):
-                    kind = type(value)
-                    if kind is str:
-                        if len(value) >= shortest:
-                            strings.append((node, index, value))
-                    elif kind is dict or kind is list:
-                        stack.append(value)
-                    elif kind is int and cards:
-                        node[index] = self._card_int(value)
+                self._walk_list(node, stack, strings)
                 continue
             mapping = cast(dict[str, Any], node)
             # Replacing values while iterating is safe; removing keys waits until after.
             for key, value in mapping.items():
-                action = known.get(key, _UNKNOWN)
-                if action is _UNKNOWN:
-                    action = action_of(key)
+                kind = type(value)
+                # A key starting with a rule's words ("sessionId") counts for strings.
+                action = string_action_of(key) if kind is str else action_of(key)
                 if action is not None:
                     self.counters["redacted_key"] += 1
                     if action == "remove":
                         removals.append((mapping, key))
                     else:
                         mapping[key] = self._replace_value(value, action)
-                    continue
-                kind = type(value)
-                if kind is str:
+                elif kind is str:
                     if len(value) == _AWS_SECRET_LENGTH and self._aws_secret_under(key, value):
                         mapping[key] = self._redact_whole(value, "aws_secret_access_key")
                     elif len(value) >= shortest and not (
@@ -196,18 +203,39 @@ class Redactor:
                         strings.append((mapping, key, value))
                 elif kind is dict or kind is list:
                     stack.append(value)
-                elif kind is int and cards and not _is_tracing_id(key):
-                    mapping[key] = self._card_int(value)
+                elif (kind is int or kind is float) and cards and not _is_tracing_id(key):
+                    mapping[key] = self._card_number(value)
         for parent, name in removals:
             del parent[name]
         if not strings:
             return
-        if not self._custom and not trigger("\x00".join(text for _, _, text in strings)):
-            return
+        if not self._custom:
+            # Key names count too: JSON kept as text holds them ("session": ...).
+            joined = "\x00".join(text for _, _, text in strings)
+            if self._line_trigger.search(joined.encode("utf-8", "surrogatepass")) is None:
+                return
         for owner, where, text in strings:
             owner[where] = self._scan(text)
 
+    def _walk_list(
+        self,
+        node: list[Any],
+        stack: list[dict[str, Any] | list[Any]],
+        strings: list[tuple[dict[str, Any] | list[Any], Any, str]],
+    ) -> None:
+        for index, value in enumerate(node):
+            kind = type(value)
+            if kind is str:
+                if len(value) >= _SHORTEST_SECRET:
+                    strings.append((node, index, value))
+            elif kind is dict or kind is list:
+                stack.append(value)
+            elif (kind is int or kind is float) and self._cards:
+                node[index] = self._card_number(value)
+
     def _scan(self, text: str) -> str:
+        if '":' in text or '" :' in text:
+            text = self._redact_keyed_text(text)
         detectors = self._builtin_and_custom if trigger(text) else self._custom
         spans = find_spans(text, detectors) if detectors else []
         if not spans:
@@ -222,6 +250,45 @@ class Redactor:
         parts.append(text[position:])
         return "".join(parts)
 
+    def _redact_keyed_text(self, text: str) -> str:
+        """Key rules on JSON that is text: a line cut short, too deep, or not quite JSON.
+
+        Such a line ships as a string, and a secret under ``"session": ...`` in it
+        must go as surely as in a parsed record. JSON inside a JSON string
+        (``\\"session\\":\\"...\\"``) is handled too.
+        """
+        parts: list[str] = []
+        position = 0
+        for match in _KEYED_RE.finditer(text):
+            if match.start() < position:
+                continue  # inside a value already replaced
+            escaped = match.group("ekey") is not None
+            key, string, value = (
+                ("ekey", "estring", "evalue") if escaped else ("key", "string", "value")
+            )
+            name = match.group(key)
+            has_string = match.group(string) is not None
+            action = self.keys.string_action(name) if has_string else self.keys.action(name)
+            if action is None:
+                continue
+            self.counters["redacted_key"] += 1
+            if match.group(string) is not None:
+                start, end = match.span(string)
+                replaced = self._replace_value(text[start:end], action)
+                replacement = "" if action == "remove" else str(replaced)
+            else:
+                start = match.start(value)
+                end = _value_end(text, start, escaped=escaped)
+                quote = '\\"' if escaped else '"'
+                replacement = f"{quote}{MASK}{quote}"
+            parts.append(text[position:start])
+            parts.append(replacement)
+            position = end
+        if not parts:
+            return text
+        parts.append(text[position:])
+        return "".join(parts)
+
     def _redact_whole(self, text: str, name: str) -> str:
         self.counters[f"redacted_{name}"] += 1
         return self._replace_text(text, name)
@@ -233,17 +300,22 @@ class Redactor:
         name = normalise_key(key)
         return "secret" in name or "accesskey" in name or ("aws" in name and "key" in name)
 
-    def _card_int(self, value: int) -> Any:
-        """A card number logged as a JSON number is a secret all the same."""
-        if 10**12 <= value < 10**19 and card_number_ok(str(value)):
+    def _card_number(self, value: float) -> Any:
+        """A card number logged as a JSON number (even as 4111111111111111.0) is a
+        secret all the same."""
+        if not 10**12 <= value < 10**19:
+            return value
+        if isinstance(value, float) and not value.is_integer():
+            return value
+        if card_number_ok(str(int(value))):
             self.counters["redacted_credit_card"] += 1
-            replaced = self._replace_text(str(value), "credit_card")
+            replaced = self._replace_text(str(int(value)), "credit_card")
             return replaced or MASK
         return value
 
     def _replace_value(self, value: Any, action: RedactAction) -> Any:
         if action == "hash":
-            text = value if isinstance(value, str) else orjson.dumps(value).decode()
+            text = value if isinstance(value, str) else dumps_any(value).decode()
             return self._pseudonym(text)
         if action == "partial" and isinstance(value, str):
             return _partial(value)
@@ -260,33 +332,52 @@ class Redactor:
         return f"[REDACTED:{name}]"
 
     def _pseudonym(self, text: str) -> str:
-        digest = hmac.new(self.hash_key, text.encode(), hashlib.sha256).hexdigest()
+        data = text.encode("utf-8", "surrogatepass")  # a parsed string may hold lone surrogates
+        digest = hmac.new(self.hash_key, data, hashlib.sha256).hexdigest()
         return f"hmac-sha256:{digest[:32]}"
 
-    def _inside_key(self, stream: str, record: dict[str, Any]) -> bool:
-        """Redact a line inside an open key block; False once the block has ended."""
-        message: str = record["message"]
-        end = _PEM_END_RE.search(message)
-        if end is not None:
-            del self._pem_open[stream]
-            self.counters["redacted_private_key"] += 1
-            rest = message[end.end() :]
-            record["message"] = self._replace_text(message[: end.end()], "private_key") + rest
-            self._walk(record)  # whatever follows the END line's marker
-            return True
-        seen = self._pem_open[stream] + 1
-        if seen > _PEM_MAX_LINES or _PEM_BODY_RE.fullmatch(message) is None:
-            del self._pem_open[stream]
-            return False
-        self._pem_open[stream] = seen
-        self.counters["redacted_private_key"] += 1
-        record["message"] = self._replace_text(message, "private_key")
-        return True
+    def follow(self, stream: str, record: dict[str, Any], *, text: bool) -> None:
+        """A record that will not be shipped (sampled out) still opens or ends a key block."""
+        if self._private_key:
+            self._follow_key_block(stream, record, text=text, redact=False)
 
-    def _open_key(self, stream: str) -> None:
-        if len(self._pem_open) >= _MAX_OPEN_STREAMS:
-            self._pem_open.clear()
-        self._pem_open[stream] = 0
+    def _follow_key_block(
+        self, stream: str, record: dict[str, Any], *, text: bool, redact: bool
+    ) -> None:
+        """Private keys in line-oriented logs: the lines between BEGIN and END.
+
+        Inside a block, a line whose last word is base64 (after any prefix a log
+        format adds: a timestamp, ``stdout F``) is key material and is replaced;
+        the first line that is not ends the block, as does END or 200 lines.
+        """
+        field = "message" if text else "log"
+        line = record.get(field)
+        if not isinstance(line, str):
+            return
+        rest_from = 0
+        if stream in self._pem_open:
+            end = _PEM_END_RE.search(line)
+            body = None if end is not None else _PEM_BODY_RE.search(line)
+            seen = self._pem_open.pop(stream) + 1
+            if end is not None:
+                rest_from = end.end()
+                if redact:
+                    self.counters["redacted_private_key"] += 1
+                    replaced = self._replace_text(line[:rest_from], "private_key")
+                    record[field] = replaced + line[rest_from:]
+            elif body is not None and seen <= _PEM_MAX_LINES:
+                self._pem_open[stream] = seen
+                if redact and body.end() > body.start():
+                    self.counters["redacted_private_key"] += 1
+                    replaced = self._replace_text(line[body.start() :], "private_key")
+                    record[field] = line[: body.start()] + replaced
+                return
+        # A BEGIN with no END after it (after this line's END, when it has one) opens one.
+        begin = _PEM_BEGIN_RE.search(line, rest_from) if "PRIVATE KEY" in line else None
+        if begin is not None and _PEM_END_RE.search(line, begin.end()) is None:
+            if len(self._pem_open) >= _MAX_OPEN_STREAMS:
+                self._pem_open.clear()
+            self._pem_open[stream] = 0
 
 
 def _partial(value: str) -> str:
@@ -311,3 +402,31 @@ _TRACING_ID_SUFFIXES = ("traceid", "spanid", "parentid")
 
 def _is_tracing_id(key: str) -> bool:
     return normalise_key(key).endswith(_TRACING_ID_SUFFIXES)
+
+
+def _value_end(text: str, start: int, *, escaped: bool) -> int:
+    """Where the JSON value at ``start`` ends: a scalar's last character, or the
+    bracket closing an object or array (the end of the text when none does)."""
+    if text[start] not in "[{":
+        end = start
+        while end < len(text) and text[end] not in ",}] \t\n\\":
+            end += 1
+        return end
+    depth = 0
+    in_string = False
+    index = start
+    while index < len(text):
+        char = text[index]
+        if char == "\\" and not escaped:
+            index += 2  # an escaped character inside a string
+            continue
+        if char == '"':
+            in_string = not in_string
+        elif not in_string and char in "[{":
+            depth += 1
+        elif not in_string and char in "]}":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+        index += 1
+    return len(text)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import orjson
+from shipper.processors.jsontext import dumps_any
 
 #: Level names as the common loggers write them, on Python's scale.
 LEVELS: dict[str, int] = {
@@ -45,9 +45,18 @@ LEVELS: dict[str, int] = {
     "EMERGENCY": 50,
     "EMERG": 50,
     "PANIC": 50,
+    # java.util.logging
+    "FINEST": 5,
+    "FINER": 5,
+    "FINE": 10,
+    "CONFIG": 15,
+    "SEVERE": 40,
 }
 #: A level word in a plain-text line: "2026-01-02 10:00:00 ERROR payment failed".
-_TEXT_LEVEL_RE = re.compile(r"\b(" + "|".join(sorted(LEVELS, key=len, reverse=True)) + r")\b")
+#: Any case: nginx writes "[error]", syslog-style formats "<err>".
+_TEXT_LEVEL_RE = re.compile(
+    r"\b(" + "|".join(sorted(LEVELS, key=len, reverse=True)) + r")\b", re.IGNORECASE
+)
 #: How far into a plain-text line its level is looked for.
 _TEXT_LEVEL_SPAN = 200
 _HASH_SCALE = float(2**64)
@@ -55,7 +64,9 @@ _HASH_SCALE = float(2**64)
 _MAX_CAP_KEYS = 10_000
 #: Summary records per interval; smaller keys are added up into one "other keys" record.
 _MAX_SUMMARIES = 100
+#: Longer cap keys are kept as their SHA-256 (and shown so in summaries).
 _CAP_KEY_CHARS = 256
+_DIGEST_KEY = "\x00sha256:"
 
 
 def level_number(value: Any) -> int | None:
@@ -177,7 +188,7 @@ class Sampler:
             message = record.get("message")
             if isinstance(message, str):
                 found = _TEXT_LEVEL_RE.search(message, 0, _TEXT_LEVEL_SPAN)
-                return found is not None and LEVELS[found.group(1)] >= self.keep_level
+                return found is not None and LEVELS[found.group(1).upper()] >= self.keep_level
         return False
 
     def _sampled_in(self, rule: SampleRule, record: dict[str, Any], line: bytes) -> bool:
@@ -192,7 +203,7 @@ class Sampler:
         elif isinstance(value, str):
             data = value.encode()
         else:
-            data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+            data = dumps_any(value, sort_keys=True)
         return key_fraction(data) < rule.rate
 
     def _mark_rate(self, record: dict[str, Any], rate: float) -> None:
@@ -205,7 +216,7 @@ class Sampler:
         value = _field(record, cap.key_field)
         if value is None:
             return True
-        key = (value if isinstance(value, str) else orjson.dumps(value).decode())[:_CAP_KEY_CHARS]
+        key = _cap_key(value)
         second = int(when)
         window = self._windows.get(key)
         if window is None:
@@ -246,21 +257,41 @@ class Sampler:
         self._suppressed.clear()
         self._summary_from = None
         self.counters["cap_summaries"] += len(counts)
-        return [
-            {
-                "timestamp": _iso(when),
-                "level": "WARNING",
-                "message": "records suppressed by the per-key cap",
-                "shipper_summary": "capped",
-                "cap_field": ".".join(cap.key_field),
-                "cap_key": key,
-                "suppressed": count,
-                "max_per_sec": cap.max_per_sec,
-                "from": _iso(start),
-                "to": _iso(when),
-            }
-            for key, count in counts
-        ]
+        return [self._summary(cap, key, count, start, when) for key, count in counts]
+
+    @staticmethod
+    def _summary(
+        cap: CapLimit, key: str | None, count: int, start: float, when: float
+    ) -> dict[str, Any]:
+        summary: dict[str, Any] = {
+            "timestamp": _iso(when),
+            "level": "WARNING",
+            "message": "records suppressed by the per-key cap",
+            "shipper_summary": "capped",
+            "cap_field": ".".join(cap.key_field),
+            "cap_key": key,
+            "suppressed": count,
+            "max_per_sec": cap.max_per_sec,
+            "from": _iso(start),
+            "to": _iso(when),
+        }
+        if key is not None and key.startswith(_DIGEST_KEY):
+            summary["cap_key"] = None
+            summary["cap_key_sha256"] = key[len(_DIGEST_KEY) :]
+        return summary
+
+
+def _cap_key(value: Any) -> str:
+    """The value itself, or for a long one its digest: never a cut string.
+
+    Summaries show the key, after redaction; a secret cut in half would escape
+    its detector, and long values would cost memory per key.
+    """
+    text = value if isinstance(value, str) else dumps_any(value).decode()
+    if len(text) <= _CAP_KEY_CHARS:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return _DIGEST_KEY + digest
 
 
 def key_fraction(data: bytes) -> float:
