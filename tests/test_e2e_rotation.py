@@ -151,7 +151,9 @@ def test_odd_files_a_50_mb_line_and_no_trailing_newline(
     assert sorted(by_seq) == list(range(7)), sorted(by_seq)
     assert by_seq[1]["shipper_flags"] == ["wrapped", "truncated"]
     assert len(by_seq[1]["message"]) == 1 << 20
-    assert by_seq[3]["shipper_flags"] == ["invalid_utf8"]
+    # A JSON object with invalid UTF-8 is still a record, with replacement characters.
+    assert by_seq[3]["shipper_flags"] == ["invalid_utf8", "nonstandard_json"]
+    assert by_seq[3]["bad"] == "\ufffd\ufffd"
     assert by_seq[6]["shipper_flags"] == ["partial"]
     assert "shipper_flags" not in by_seq[2]  # CRLF is a line ending, not data
     # A raw NUL inside a JSON string is not JSON: the line is kept whole, as text.
