@@ -6,7 +6,7 @@ One walk over the record does both kinds of redaction:
   masked, hashed, trimmed or removed, whatever it holds;
 * by pattern: every other string value (and so every plain-text line, which
   is a record's ``message``) is searched by the detectors, and only the
-  secret part is replaced. Integers that are card numbers are caught too.
+  secret part is replaced. Numbers that are card numbers are caught too.
 
 The walk uses an explicit stack, so nesting as deep as the parser accepts
 cannot exhaust the interpreter's recursion limit.
@@ -36,7 +36,6 @@ from shipper.processors.jsontext import dumps_any
 from shipper.processors.redact_keys import KeyRules, RedactAction, normalise_key
 
 MASK = "[REDACTED]"
-_UNKNOWN: Any = object()
 #: ``"key": value`` in JSON text, or in JSON escaped inside a string (``\"key\":``).
 #: A value is a string (its characters, escapes allowed; cut short, it runs to the
 #: end of the line), or it starts a scalar, object or array (``_value_end``). Each
@@ -59,7 +58,6 @@ _AWS_SECRET_RE = re.compile(r"[A-Za-z0-9/+]{40}")
 _PEM_BODY_RE = re.compile(
     r"(?:(?<=\s)|^)(?:[A-Za-z0-9+/=]{4,}|(?:Proc-Type|DEK-Info|Comment):.*)\s*$|^\s*$"
 )
-
 _PEM_BEGIN_RE = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
 _PEM_END_RE = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
 #: A key in a plain-text log spans lines; after this many it is no key (an unmatched BEGIN).
@@ -101,7 +99,7 @@ class Redactor:
         self._cards = "credit_card" in self.actions
         self._aws_secret = "aws_secret_access_key" in self.actions
         self._private_key = "private_key" in self.actions
-        #: Plain-text streams inside a private key block: lines seen so far, by stream.
+        #: Streams (files) inside a private key block: lines seen so far, by stream.
         self._pem_open: dict[str, int] = {}
 
     def __call__(
@@ -186,7 +184,7 @@ class Redactor:
             # Replacing values while iterating is safe; removing keys waits until after.
             for key, value in mapping.items():
                 kind = type(value)
-                # A key starting with a rule's words ("sessionId") counts for strings.
+                # A key naming a secret in more words ("SECRET_KEY") counts for strings.
                 action = string_action_of(key) if kind is str else action_of(key)
                 if action is not None:
                     self.counters["redacted_key"] += 1
