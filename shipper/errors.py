@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "ConfigProblem",
+    "FailureKind",
     "ShipperError",
     "SinkError",
     "SpoolCorruptError",
@@ -12,6 +13,7 @@ __all__ = [
 ]
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 class ShipperError(Exception):
@@ -45,9 +47,20 @@ class SpoolCorruptError(ShipperError):
     """A spool entry failed its checks; it is discarded, never uploaded."""
 
 
-class SinkError(ShipperError):
-    """A store rejected or failed a write. ``retriable`` says whether trying again may help."""
+#: How a failed write is handled: ``retriable`` (the store or the network will
+#: recover: retry with backoff), ``access`` (credentials, permissions, a missing
+#: bucket: retry slowly and report the daemon not ready until it clears) or
+#: ``permanent`` (this request can never succeed: set the entry aside).
+FailureKind = Literal["retriable", "access", "permanent"]
 
-    def __init__(self, message: str, *, retriable: bool = True) -> None:
+
+class SinkError(ShipperError):
+    """A store rejected or failed a write; ``kind`` says what trying again can do."""
+
+    def __init__(self, message: str, *, kind: FailureKind = "retriable") -> None:
         super().__init__(message)
-        self.retriable = retriable
+        self.kind: FailureKind = kind
+
+    @property
+    def retriable(self) -> bool:
+        return self.kind != "permanent"

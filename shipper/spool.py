@@ -18,6 +18,7 @@ import hashlib
 import logging
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ SPOOL_FORMAT_VERSION = 1
 MAGIC = b"SHPSPOOL"
 ENTRY_SUFFIX = ".entry"
 CORRUPT_DIR = "corrupt"
+QUARANTINE_DIR = "quarantine"
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
@@ -182,6 +184,36 @@ class Spool:
         """Move a damaged entry out of the upload path, keeping it for inspection."""
         self._set_aside(entry.path, reason)
         self._account(-entry.size, -1)
+
+    def quarantine(self, entry: SpoolEntry, *, reason: str) -> Path:
+        """Move an entry the store will never accept to ``quarantine/``, with why.
+
+        Its lines were read and checkpointed: this is where they are now, whole,
+        beside a ``.reason.json`` naming the key, the file range and the error.
+        """
+        directory = self.directory / QUARANTINE_DIR
+        directory.mkdir(exist_ok=True)
+        first = entry.segments[0]
+        note = {
+            "key": entry.key,
+            "source": entry.source,
+            "path": first.path,
+            "fingerprint": first.fingerprint.id,
+            "start": first.start,
+            "end": first.end,
+            "lines": entry.lines,
+            "reason": reason,
+            "quarantined_at": time.time(),
+        }
+        # Named by key: spool sequence numbers restart, keys never name two batches.
+        name = hashlib.sha256(entry.key.encode()).hexdigest()[:32]
+        target = directory / f"{name}{ENTRY_SUFFIX}"
+        write_synced(directory / f"{name}.reason.json", orjson.dumps(note) + b"\n")
+        entry.path.replace(target)
+        fsync_dir(directory)
+        fsync_dir(self.directory)
+        self._account(-entry.size, -1)
+        return target
 
     def _set_aside(self, path: Path, reason: str) -> None:
         # A renamed entry that fails its checksum was damaged after it was fsynced

@@ -57,6 +57,12 @@ def object_metadata(entry: SpoolEntry, host: str) -> dict[str, str]:
     }
 
 
+#: Permanent rejections in a row after which they are taken for a settings problem
+#: (every write refused, say for an invalid storage class): retried slowly, no
+#: longer quarantined, until one write succeeds.
+QUARANTINE_IN_A_ROW = 3
+
+
 class Uploader:
     def __init__(
         self,
@@ -68,6 +74,7 @@ class Uploader:
         concurrency: int,
         on_space_freed: Callable[[], None],
         backoff: Backoff | None = None,
+        access_retry_secs: float = 30.0,
     ) -> None:
         self.sink = sink
         self.spool = spool
@@ -76,6 +83,8 @@ class Uploader:
         self.concurrency = concurrency
         self.on_space_freed = on_space_freed
         self.backoff = backoff or Backoff()
+        #: The mean wait between attempts while the store refuses access.
+        self.access_retry_secs = access_retry_secs
         self.counters: Counter[str] = Counter()
         self.last_success: float | None = None
         self._queue: asyncio.Queue[SpoolEntry] = asyncio.Queue()
@@ -86,6 +95,13 @@ class Uploader:
         self._rng = random.Random()
         # One line per ten seconds at most, whatever the number of failing workers.
         self._failures = ThrottledLog(log, interval_secs=10.0)
+        # Access failures (credentials, permissions) are logged once a minute.
+        self._access_failures = ThrottledLog(log, interval_secs=60.0)
+        #: Since when every write is refused for access (None: not now). The daemon
+        #: is not ready while this is set.
+        self.access_failing_since: float | None = None
+        # Entries set aside in a row with no delivery in between.
+        self._rejected_in_a_row = 0
 
     def submit(self, entry: SpoolEntry) -> None:
         """Queue a sealed entry. The queue holds handles only; the spool bounds their number."""
@@ -138,26 +154,29 @@ class Uploader:
             try:
                 outcome = await loop.run_in_executor(self._executor, self._deliver_once, entry)
             except SinkError as exc:
-                reason = "retriable" if exc.retriable else "permanent"
-                failure: dict[str, object] = {"retriable": exc.retriable, "error": str(exc)}
+                reason: str = "access" if exc.kind == "permanent" else exc.kind
+                failure: dict[str, object] = {"kind": exc.kind, "error": str(exc)}
+                if exc.kind == "permanent" and self._rejected_in_a_row < QUARANTINE_IN_A_ROW:
+                    try:
+                        await loop.run_in_executor(self._executor, self._quarantine, entry, exc)
+                    except OSError as io_error:  # our disk: retried like any local failure
+                        reason, failure = "local_io", {"error": str(io_error)}
+                    else:
+                        self._rejected_in_a_row += 1
+                        outcome = None
+                        break
             except OSError as exc:  # the spool or the ledger, on our own disk
                 reason, failure = "local_io", {"error": str(exc)}
             except Exception as exc:  # a bug must not silently stop this worker
                 log.exception("unexpected upload error", extra={"key": entry.key})
                 reason, failure = "internal", {"error": repr(exc)}
             else:
+                self._rejected_in_a_row = 0
+                self.access_failing_since = None
                 break
             attempt += 1
             self.counters[f"retries_{reason}"] += 1
-            self._failures.warn(
-                "upload failed; retrying",
-                key=entry.key,
-                attempt=attempt,
-                reason=reason,
-                backlog=self.backlog,
-                **failure,
-            )
-            await asyncio.sleep(self.backoff.delay(attempt, self._rng))
+            await asyncio.sleep(self._retry_delay(reason, attempt, entry, failure))
         if outcome is not None:
             log.debug(
                 "delivered",
@@ -171,6 +190,42 @@ class Uploader:
             self.counters["bytes_uploaded"] += entry.size
             self.last_success = time.time()
         self.on_space_freed()
+
+    def _retry_delay(
+        self, reason: str, attempt: int, entry: SpoolEntry, failure: dict[str, object]
+    ) -> float:
+        """Log the failure and pick the wait before the next attempt."""
+        fields = {"key": entry.key, "attempt": attempt, "backlog": self.backlog, **failure}
+        if reason != "access":
+            self._failures.warn("upload failed; retrying", reason=reason, **fields)
+            return self.backoff.delay(attempt, self._rng)
+        # Credentials, permissions, a missing bucket, or every write refused: only a
+        # change outside can fix it. Try at a slow cadence; say so once a minute.
+        if self.access_failing_since is None:
+            self.access_failing_since = time.time()
+        self._access_failures.warn(
+            "the store refuses every write (credentials, permissions or sink settings); retrying",
+            failing_since=self.access_failing_since,
+            **fields,
+        )
+        return self.access_retry_secs * (0.5 + self._rng.random())
+
+    def _quarantine(self, entry: SpoolEntry, exc: SinkError) -> None:
+        """Runs in a thread. A write that can never succeed: set the entry aside with
+        the reason, never retry it, and keep shipping the others."""
+        self.spool.quarantine(entry, reason=str(exc))
+        self.counters["quarantined"] += 1
+        log.error(
+            "upload rejected for good; entry quarantined",
+            extra={
+                "key": entry.key,
+                "error": str(exc),
+                "source": entry.source,
+                "path": entry.segments[0].path,
+                "start": entry.segments[0].start,
+                "end": entry.segments[0].end,
+            },
+        )
 
     def _deliver_once(self, entry: SpoolEntry) -> PutOutcome | None:
         """Runs in a thread. None when the entry was damaged on disk and set aside."""

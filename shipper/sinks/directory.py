@@ -25,7 +25,7 @@ class DirectorySink:
     def put(self, obj: ObjectToPut) -> PutOutcome:
         final = self.root / obj.key
         if ".." in Path(obj.key).parts:
-            raise SinkError(f"key {obj.key!r} escapes the sink root", retriable=False)
+            raise SinkError(f"key {obj.key!r} escapes the sink root", kind="permanent")
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -40,7 +40,7 @@ class DirectorySink:
             fsync_dir(final.parent)
         except OSError as exc:
             # A full or read-only disk may recover; the entry stays in the spool meanwhile.
-            raise SinkError(f"writing {final}: {exc}", retriable=True) from exc
+            raise SinkError(f"writing {final}: {exc}") from exc
         return outcome
 
     def close(self) -> None:

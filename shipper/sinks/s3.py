@@ -17,24 +17,43 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shipper.errors import SinkError
+from shipper.errors import FailureKind, SinkError
 from shipper.sinks.base import ObjectToPut, PutOutcome
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-#: Error codes that are worth retrying even though their status is a 4xx.
+# Error codes S3-compatible stores return, by how the write is handled (see
+# ``failure_kind``).
 _RETRIABLE_CODES = frozenset(
     {
         "SlowDown",
         "RequestTimeout",
-        "RequestTimeTooSkewed",
-        "ExpiredToken",
-        "TokenRefreshRequired",
-        "AccessDenied",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "NoSuchBucket",
+        "InternalError",
+        "ServiceUnavailable",
+        "OperationAborted",
+        # The body was damaged on the way (our spool copy is checksummed): send it again.
+        "BadDigest",
+        "InvalidDigest",
+        "XAmzContentSHA256Mismatch",
+        "IncompleteBody",
+    }
+)
+_PERMANENT_CODES = frozenset(
+    {
+        "EntityTooLarge",
+        "InvalidArgument",
+        "InvalidEncryptionAlgorithmError",
+        "InvalidObjectName",
+        "InvalidObjectState",
+        "InvalidRequest",
+        "InvalidStorageClass",
+        "InvalidTag",
+        "InvalidURI",
+        "KeyTooLongError",
+        "MalformedXML",
+        "MetadataTooLarge",
+        "MissingContentLength",
     }
 )
 
@@ -84,7 +103,7 @@ class S3Sink:
             return _classify(exc, obj.key)
         except BotoCoreError as exc:
             # Connection refused or reset, timeouts, DNS: the store may come back.
-            raise SinkError(f"s3://{self.bucket}/{obj.key}: {exc}", retriable=True) from exc
+            raise SinkError(f"s3://{self.bucket}/{obj.key}: {exc}") from exc
         return PutOutcome.STORED
 
     def close(self) -> None:
@@ -96,5 +115,20 @@ def _classify(exc: ClientError, key: str) -> PutOutcome:
     code = str(exc.response.get("Error", {}).get("Code", ""))
     if status == 412 or code == "PreconditionFailed":
         return PutOutcome.ALREADY_PRESENT
-    retriable = status >= 500 or status in (403, 404, 408, 429) or code in _RETRIABLE_CODES
-    raise SinkError(f"{key}: HTTP {status} {code}: {exc}", retriable=retriable) from exc
+    raise SinkError(f"{key}: HTTP {status} {code}: {exc}", kind=failure_kind(status, code)) from exc
+
+
+def failure_kind(status: int, code: str) -> FailureKind:
+    """How a store's error response is handled (see :data:`FailureKind`).
+
+    Only errors known to concern the request itself are permanent. Every other
+    refusal is ``access``: credentials and permissions (AccessDenied,
+    ExpiredToken, SignatureDoesNotMatch, RequestTimeTooSkewed), a missing bucket,
+    or a 404 or 405 from something that is not an S3 endpoint; a problem to fix
+    outside, never a reason to set data aside.
+    """
+    if code in _RETRIABLE_CODES or status >= 500 or status in (0, 408, 429):
+        return "retriable"
+    if code in _PERMANENT_CODES or status == 413:
+        return "permanent"
+    return "access"
