@@ -255,23 +255,27 @@ def test_sampling_keeps_a_predictable_exact_multiset_across_a_kill(
     total = 8000
     levels = ["DEBUG", "INFO", "INFO", "WARNING", "ERROR"]
     expected: list[int] = []
+    lines: list[bytes] = []
+    for seq in range(total):
+        trace = f"trace-{seq // 4}"  # four lines per trace: kept or dropped together
+        level = levels[seq % len(levels)]
+        logger = "chatter" if seq % 3 else "orders"
+        record = {"seq": seq, "level": level, "logger": logger, "trace_id": trace}
+        lines.append(orjson.dumps(record) + b"\n")
+        exempt = logger != "chatter" or level in ("WARNING", "ERROR")
+        if exempt or fraction(trace.encode()) < 0.25:
+            expected.append(seq)
     app = shipping.logs / "app.log"
-    with app.open("wb") as f:
-        for seq in range(total):
-            trace = f"trace-{seq // 4}"  # four lines per trace: kept or dropped together
-            level = levels[seq % len(levels)]
-            logger = "chatter" if seq % 3 else "orders"
-            f.write(
-                orjson.dumps({"seq": seq, "level": level, "logger": logger, "trace_id": trace})
-                + b"\n"
-            )
-            exempt = logger != "chatter" or level in ("WARNING", "ERROR")
-            if exempt or fraction(trace.encode()) < 0.25:
-                expected.append(seq)
+    half = total // 2
+    app.write_bytes(b"".join(lines[:half]))
+    first_half = sum(1 for seq in expected if seq < half)
     with shipping.daemon:
-        shipping.wait_some_delivered(len(expected) // 3)
-        shipping.daemon.kill9()
+        shipping.wait_some_delivered(first_half // 2)
+        shipping.daemon.kill9()  # mid-file: the restart resumes from the checkpoint
+        with app.open("ab") as f:
+            f.write(b"".join(lines[half:]))
         shipping.daemon.start()
+        shipping.wait_started()
 
         def all_shipped() -> bool:
             return sum(shipping.delivered().values()) >= len(expected)
