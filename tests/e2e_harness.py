@@ -37,6 +37,8 @@ class Shipping:
     include: str = "*.log"
     extra_toml: str = ""
     source_toml: str = ""
+    #: Where the daemon sends S3 requests, when not to the store directly (a proxy).
+    endpoint_url: str | None = None
     daemon: ShipperProcess = field(init=False)
 
     def __post_init__(self) -> None:
@@ -54,7 +56,8 @@ class Shipping:
             assert self.seaweed is not None and self.bucket is not None
             sink = (
                 f'type = "s3"\nbucket = "{self.bucket}"\nprefix = "e2e"\n'
-                f'endpoint_url = "{self.seaweed.endpoint_url}"\nregion = "us-east-1"\n'
+                f'endpoint_url = "{self.endpoint_url or self.seaweed.endpoint_url}"\n'
+                'region = "us-east-1"\n'
             )
         else:
             sink = f'type = "directory"\npath = "{self.shipped}"\nprefix = "e2e"\n'
