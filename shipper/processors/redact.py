@@ -145,10 +145,12 @@ class Redactor:
             if odd
             else set()
         )
-        starts = [0, *itertools.accumulate(len(line) + 1 for line in lines)]
         search = self._line_trigger.search
+        starts: list[int] = []  # where each line starts in ``data``; built at the first match
         position = 0
         while position < len(data) and (found := search(data, position)) is not None:
+            if not starts:
+                starts = [0, *itertools.accumulate(len(line) + 1 for line in lines)]
             # A match may begin with the newline before its line ("\n4111...").
             first = found.start() + (data[found.start()] == _NEWLINE)
             index = bisect.bisect_right(starts, first) - 1
@@ -305,10 +307,10 @@ class Redactor:
             return value
         if isinstance(value, float) and not value.is_integer():
             return value
-        if card_number_ok(str(int(value))):
+        digits = str(int(value))
+        if card_number_ok(digits):
             self.counters["redacted_credit_card"] += 1
-            replaced = self._replace_text(str(int(value)), "credit_card")
-            return replaced or MASK
+            return self._replace_text(digits, "credit_card") or MASK
         return value
 
     def _replace_value(self, value: Any, action: RedactAction) -> Any:
