@@ -26,6 +26,7 @@ from pathlib import Path
 
 import watchfiles
 
+from shipper import refill
 from shipper.batching import Batch, Batcher, BatchLimits
 from shipper.config import Settings
 from shipper.encoding import encode_batch
@@ -57,7 +58,7 @@ from shipper.sources.identify import (
 from shipper.sources.markers import Marker, remember
 from shipper.sources.multiline import LineJoiner, start_rule
 from shipper.sources.tail import FileTailer, LineChunk
-from shipper.spool import Spool, SpoolEntry
+from shipper.spool import DamagedEntry, Spool, SpoolEntry
 from shipper.uploader import Uploader
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,8 @@ class Daemon:
         self._truncated_originals: list[Checkpoint] = []
         #: The reader's own outcome counters (the chain and the uploader keep theirs).
         self._counters: Counter[str] = Counter()
+        #: Damaged spool entries whose lines are to be read again.
+        self._refill_plan = refill.Plan([], [], [])
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -207,10 +210,13 @@ class Daemon:
             host=self.host,
             concurrency=self.settings.sink.upload_concurrency,
             on_space_freed=self._space_freed.set,
+            on_damaged=lambda damaged: loop.call_soon_threadsafe(self._found_damaged, damaged),
         )
         for entry in spooled:
             self.uploader.submit(entry)
         self.uploader.start()
+        # Before any reading: the chain sees the old range alone, as it first did.
+        await self._refill_damaged()
         # The first scan applies ``read_from`` to the files already there.
         await self._scan(initial=True)
         background = [
@@ -287,21 +293,111 @@ class Daemon:
             state_dir.mkdir(parents=True, exist_ok=True)
             self._take_lock(state_dir / "lock")
             checkpoints = self.checkpoint_store.load()
-            spooled = self.spool.recover()
+            spooled, damaged = self.spool.recover()
             delivered = self.ledger.open()
         except OSError as exc:
             raise StateError(f"state_dir {state_dir}: {exc}") from exc
         self.known = resume_positions(checkpoints, spooled, delivered)
+        self._refill_plan = refill.plan(damaged, self.known, spooled, delivered)
         self._had_state = bool(self.known)
         log.info(
             "recovered state",
             extra={
                 "known_files": len(self.known),
                 "spooled_entries": len(spooled),
+                "damaged_entries": len(damaged),
                 "spool_bytes": self.spool.used_bytes,
             },
         )
         return spooled
+
+    def _found_damaged(self, damaged: DamagedEntry) -> None:
+        """An upload found an entry damaged on disk: read its lines again soon."""
+        more = refill.plan([damaged], self.known, [], [])
+        self._refill_plan = refill.Plan(
+            self._refill_plan.holes + more.holes,
+            self._refill_plan.settled + more.settled,
+            self._refill_plan.lost + more.lost,
+        )
+        self._wake.set()
+
+    async def _refill_damaged(self) -> None:
+        """Read again the lines of damaged spool entries, then set the entries aside.
+
+        Each range is sealed as one new entry before its damaged one is moved, so a
+        crash in between finds the new entry and reads nothing twice.
+        """
+        plan, self._refill_plan = self._refill_plan, refill.Plan([], [], [])
+        assert self.uploader is not None
+        for damaged, why in plan.settled:
+            log.warning(
+                "damaged spool entry set aside; nothing to read again",
+                extra={"path": str(damaged.path), "reason": damaged.reason, "because": why},
+            )
+            await asyncio.to_thread(self.spool.set_aside, damaged)
+        places = await self._places([])
+        for hole in plan.holes:
+            try:
+                entry = await asyncio.to_thread(self._refill_hole, hole, places)
+            except (OSError, refill.RefillError) as exc:
+                plan.lost.append((hole.damaged, str(exc)))
+                continue
+            await asyncio.to_thread(self.spool.set_aside, hole.damaged)
+            self._counters["spool_refilled"] += 1
+            log.warning(
+                "damaged spool entry set aside; its lines were read again from the file",
+                extra={
+                    "path": str(hole.damaged.path),
+                    "reason": hole.damaged.reason,
+                    "file": entry.segments[0].path,
+                    "start": hole.start,
+                    "end": hole.end,
+                    "lines": entry.lines,
+                },
+            )
+            self.uploader.submit(entry)
+        for damaged, why in plan.lost:
+            self._counters["spool_lost"] += 1
+            log.error(
+                "damaged spool entry set aside; its lines cannot be read again and are lost",
+                extra={
+                    "path": str(damaged.path),
+                    "reason": damaged.reason,
+                    "because": why,
+                    "fingerprint": damaged.fingerprint_id,
+                    "file": damaged.file_path,
+                    "start": damaged.start,
+                    "end": damaged.end,
+                },
+            )
+            await asyncio.to_thread(self.spool.set_aside, damaged)
+
+    def _refill_hole(self, hole: refill.Hole, places: set[Path]) -> SpoolEntry:
+        """Runs in a thread: read the range again, through the chain, into one entry."""
+        source = self.settings.sources[hole.source]
+        tailer = refill.open_hole(
+            hole,
+            places,
+            chunk_bytes=source.read_chunk_bytes,
+            max_line_bytes=source.max_line_bytes,
+        )
+        try:
+            active = self._active_for(tailer, (hole.fingerprint.dev, hole.fingerprint.ino))
+            # One batch for the whole range, as when it was first sealed.
+            active.batcher.limits = replace(self.limits, max_bytes=2**62, max_records=2**62)
+            for chunk in refill.read_hole(hole, tailer):
+                self._process(active, active.lines_of(chunk))
+            held = None if active.joiner is None else active.joiner.flush(time.time())
+            if held is not None:
+                self._process(active, held)
+            batch = active.batcher.flush()
+        finally:
+            tailer.close()
+        if batch is None or active.unsealed:
+            raise refill.RefillError(f"{tailer.path}: no lines between {hole.start} and {hole.end}")
+        if hole.first_time is not None:
+            batch.first_time = hole.first_time
+        return self._seal(batch)
 
     def _take_lock(self, path: Path) -> None:
         # Two daemons on one state directory would each ship the same lines.
@@ -326,6 +422,8 @@ class Daemon:
             while not self._stopping.is_set():
                 if not await self._wait_for_spool_space():
                     break
+                if self._refill_plan.pending:
+                    await self._refill_damaged()
                 progressed = await self._read_round()
                 await self._seal_aged()
                 await self._finish_done_files()

@@ -13,7 +13,7 @@ __all__ = [
 ]
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 
 class ShipperError(Exception):
@@ -44,7 +44,14 @@ class StateError(ShipperError):
 
 
 class SpoolCorruptError(ShipperError):
-    """A spool entry failed its checks; it is discarded, never uploaded."""
+    """A spool entry failed its checks; it is never uploaded.
+
+    ``header`` is the entry's header when that part passed its own checksum.
+    """
+
+    def __init__(self, message: str, *, header: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.header = header
 
 
 #: How a failed write is handled: ``retriable`` (the store or the network will

@@ -6,14 +6,22 @@ crash leaves either a complete entry or a temp file, never a half-entry under
 a final name. Temp files found on start are torn writes and are discarded: the
 lines they held were never checkpointed and are read again.
 
-Entry layout (all integers big-endian):
-``MAGIC | u32 header length | header JSON | u64 body length | body | sha256(header JSON + body)``.
+An entry damaged after it was renamed (the disk, not a crash) covers lines
+whose checkpoint has already moved past them. Its header is checked on its
+own, and its name repeats the file and byte range, so the range is known even
+when the rest is unreadable: the daemon reads those lines again from the file.
+
+Entry layout (integers big-endian):
+``MAGIC | u32 header length | header JSON | sha256(header JSON) | body``; the
+header holds the body's length and SHA-256. Name:
+``<seq>-<fingerprint id>-<start>-<end>.entry``.
 """
 
 from __future__ import annotations
 
-__all__ = ["SPOOL_FORMAT_VERSION", "Segment", "Spool", "SpoolEntry"]
+__all__ = ["SPOOL_FORMAT_VERSION", "DamagedEntry", "Segment", "Spool", "SpoolEntry"]
 
+import contextlib
 import hashlib
 import logging
 import struct
@@ -34,13 +42,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SPOOL_FORMAT_VERSION = 1
+SPOOL_FORMAT_VERSION = 2
 MAGIC = b"SHPSPOOL"
 ENTRY_SUFFIX = ".entry"
 CORRUPT_DIR = "corrupt"
 QUARANTINE_DIR = "quarantine"
 _U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
+_DIGEST = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +96,7 @@ class SpoolEntry:
     uncompressed_bytes: int
     codec: str
     size: int
+    first_time: float = 0.0
 
     @property
     def lines(self) -> int:
@@ -95,23 +104,15 @@ class SpoolEntry:
 
 
 def encode_entry(header: dict[str, Any], body: bytes) -> bytes:
-    header_json = orjson.dumps(header)
-    digest = hashlib.sha256(header_json)
-    digest.update(body)
-    return b"".join(
-        (
-            MAGIC,
-            _U32.pack(len(header_json)),
-            header_json,
-            _U64.pack(len(body)),
-            body,
-            digest.digest(),
-        )
-    )
+    """Frame ``header`` (completed with the body's length and SHA-256) and ``body``."""
+    body_sha256 = hashlib.sha256(body).hexdigest()
+    header_json = orjson.dumps({**header, "stored_bytes": len(body), "stored_sha256": body_sha256})
+    header_sha256 = hashlib.sha256(header_json).digest()
+    return b"".join((MAGIC, _U32.pack(len(header_json)), header_json, header_sha256, body))
 
 
-def decode_entry(data: bytes) -> tuple[dict[str, Any], memoryview]:
-    """Check an entry's framing and checksum; return its header and body."""
+def decode_header(data: bytes | memoryview) -> tuple[dict[str, Any], int]:
+    """Check an entry's framing and header checksum; return the header and where the body starts."""
     view = memoryview(data)
     if bytes(view[: len(MAGIC)]) != MAGIC:
         raise SpoolCorruptError("bad magic")
@@ -120,28 +121,91 @@ def decode_entry(data: bytes) -> tuple[dict[str, Any], memoryview]:
         raise SpoolCorruptError("truncated before the header length")
     (header_len,) = _U32.unpack_from(view, pos)
     pos += _U32.size
-    header_json = view[pos : pos + header_len]
-    pos += header_len
-    if len(view) < pos + _U64.size:
+    header_json = bytes(view[pos : pos + header_len])
+    digest = bytes(view[pos + header_len : pos + header_len + _DIGEST])
+    if len(digest) != _DIGEST:
         raise SpoolCorruptError("truncated inside the header")
-    (body_len,) = _U64.unpack_from(view, pos)
-    pos += _U64.size
-    body = view[pos : pos + body_len]
-    pos += body_len
-    trailer = bytes(view[pos:])
-    if len(body) != body_len or len(trailer) != 32:
-        raise SpoolCorruptError(f"truncated: body {len(body)} of {body_len} bytes")
-    digest = hashlib.sha256(header_json)
-    digest.update(body)
-    if digest.digest() != trailer:
-        raise SpoolCorruptError("checksum mismatch")
+    if hashlib.sha256(header_json).digest() != digest:
+        raise SpoolCorruptError("header checksum mismatch")
     try:
         header = orjson.loads(header_json)
     except orjson.JSONDecodeError as exc:
         raise SpoolCorruptError(f"unreadable header: {exc}") from exc
-    if header.get("version") != SPOOL_FORMAT_VERSION:
-        raise SpoolCorruptError(f"unsupported format version {header.get('version')!r}")
+    if not isinstance(header, dict) or header.get("version") != SPOOL_FORMAT_VERSION:
+        version = header.get("version") if isinstance(header, dict) else None
+        raise SpoolCorruptError(f"unsupported format version {version!r}")
+    return header, pos + header_len + _DIGEST
+
+
+def decode_entry(data: bytes) -> tuple[dict[str, Any], memoryview]:
+    """Check an entry's framing and checksums; return its header and body.
+
+    A damaged body raises with the (intact) header attached, so the caller still
+    knows which lines the entry held.
+    """
+    header, body_at = decode_header(data)
+    body = memoryview(data)[body_at:]
+    try:
+        expected_len, expected_sha = int(header["stored_bytes"]), str(header["stored_sha256"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SpoolCorruptError(f"header without the body's length and checksum: {exc}") from exc
+    if len(body) != expected_len:
+        raise SpoolCorruptError(
+            f"truncated: body {len(body)} of {expected_len} bytes", header=header
+        )
+    if hashlib.sha256(body).hexdigest() != expected_sha:
+        raise SpoolCorruptError("body checksum mismatch", header=header)
     return header, body
+
+
+@dataclass(frozen=True, slots=True)
+class DamagedEntry:
+    """An entry that failed its checks, and what is known of the lines it held.
+
+    From an intact header: everything. From the name alone (the header is
+    damaged too): the fingerprint id and byte range, which with the checkpoints
+    are enough to find the file again.
+    """
+
+    path: Path
+    reason: str
+    fingerprint_id: str | None
+    start: int | None
+    end: int | None
+    fingerprint: Fingerprint | None = None
+    key: str | None = None
+    source: str | None = None
+    file_path: str | None = None
+    first_time: float | None = None
+
+    @classmethod
+    def from_header(cls, path: Path, reason: str, header: dict[str, Any]) -> DamagedEntry:
+        segment = Segment.from_json(header["segments"][0])
+        return cls(
+            path=path,
+            reason=reason,
+            fingerprint_id=segment.fingerprint.id,
+            start=segment.start,
+            end=segment.end,
+            fingerprint=segment.fingerprint,
+            key=str(header["key"]),
+            source=str(header["source"]),
+            file_path=segment.path,
+            first_time=float(header["first_time"]),
+        )
+
+
+def entry_name(seq: int, segment: Segment) -> str:
+    return f"{seq:016d}-{segment.fingerprint.id}-{segment.start}-{segment.end}{ENTRY_SUFFIX}"
+
+
+def _name_parts(name: str) -> tuple[int, str | None, int | None, int | None]:
+    """Sequence number, fingerprint id and range from an entry's name (None: not there)."""
+    parts = name.removesuffix(ENTRY_SUFFIX).split("-")
+    seq = int(parts[0])
+    if len(parts) != 4 or not parts[2].isdigit() or not parts[3].isdigit():
+        return seq, None, None, None
+    return seq, parts[1], int(parts[2]), int(parts[3])
 
 
 class Spool:
@@ -155,10 +219,16 @@ class Spool:
         self.entry_count = 0
         self._lock = threading.Lock()
 
-    def recover(self) -> list[SpoolEntry]:
-        """Discard torn writes, set aside corrupt entries, return the good ones in seal order."""
+    def recover(self) -> tuple[list[SpoolEntry], list[DamagedEntry]]:
+        """Discard torn writes; return the good entries in seal order, and the damaged.
+
+        Damaged entries stay where they are until their lines are read again
+        (:meth:`set_aside` then moves them to ``corrupt/``).
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
         entries: list[SpoolEntry] = []
+        damaged: list[DamagedEntry] = []
+        last_seq = 0
         for path in sorted(self.directory.iterdir()):
             if path.name.startswith("."):
                 # A temp file: the crash came before its rename, so its lines were never
@@ -166,24 +236,49 @@ class Spool:
                 log.warning("discarding torn spool write", extra={"path": str(path)})
                 path.unlink()
                 continue
-            if not path.name.endswith(ENTRY_SUFFIX):
+            if not path.name.endswith(ENTRY_SUFFIX) or not path.is_file():
                 continue
             try:
-                entries.append(self._load(path))
+                entry = self._load(path)
             except (SpoolCorruptError, KeyError, TypeError, ValueError) as exc:
-                self._set_aside(path, str(exc))
+                damaged.append(_damaged(path, exc))
+                with contextlib.suppress(ValueError):
+                    last_seq = max(last_seq, _name_parts(path.name)[0])
+                continue
+            entries.append(entry)
+            last_seq = max(last_seq, entry.seq)
         entries.sort(key=lambda e: e.seq)
-        if entries:
-            self._next_seq = entries[-1].seq + 1
+        self._next_seq = last_seq + 1
         self.used_bytes = sum(e.size for e in entries)
         self.entry_count = len(entries)
         fsync_dir(self.directory)
-        return entries
+        return entries, damaged
 
-    def set_aside(self, entry: SpoolEntry, reason: str) -> None:
-        """Move a damaged entry out of the upload path, keeping it for inspection."""
-        self._set_aside(entry.path, reason)
+    def damaged(self, entry: SpoolEntry, exc: SpoolCorruptError) -> DamagedEntry:
+        """An entry found damaged when it was read for upload: out of the count, kept
+        in place until its lines are read again."""
         self._account(-entry.size, -1)
+        first = entry.segments[0]
+        return DamagedEntry(
+            path=entry.path,
+            reason=str(exc),
+            fingerprint_id=first.fingerprint.id,
+            start=first.start,
+            end=first.end,
+            fingerprint=first.fingerprint,
+            key=entry.key,
+            source=entry.source,
+            file_path=first.path,
+            first_time=entry.first_time,
+        )
+
+    def set_aside(self, damaged: DamagedEntry) -> None:
+        """Move a damaged entry out of the spool, keeping it for inspection."""
+        corrupt = self.directory / CORRUPT_DIR
+        corrupt.mkdir(exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            damaged.path.replace(corrupt / damaged.path.name)
+        fsync_dir(self.directory)
 
     def quarantine(self, entry: SpoolEntry, *, reason: str) -> Path:
         """Move an entry the store will never accept to ``quarantine/``, with why.
@@ -215,17 +310,6 @@ class Spool:
         self._account(-entry.size, -1)
         return target
 
-    def _set_aside(self, path: Path, reason: str) -> None:
-        # A renamed entry that fails its checksum was damaged after it was fsynced
-        # (the disk, not a crash). It is kept for inspection, never uploaded.
-        corrupt = self.directory / CORRUPT_DIR
-        corrupt.mkdir(exist_ok=True)
-        path.replace(corrupt / path.name)
-        log.error(
-            "corrupt spool entry set aside",
-            extra={"path": str(path), "reason": reason, "moved_to": str(corrupt)},
-        )
-
     def _load(self, path: Path) -> SpoolEntry:
         data = path.read_bytes()
         header, _ = decode_entry(data)
@@ -235,7 +319,7 @@ class Spool:
     def _entry(path: Path, header: dict[str, Any], size: int) -> SpoolEntry:
         return SpoolEntry(
             path=path,
-            seq=int(path.name.removesuffix(ENTRY_SUFFIX)),
+            seq=_name_parts(path.name)[0],
             key=str(header["key"]),
             source=str(header["source"]),
             segments=tuple(Segment.from_json(s) for s in header["segments"]),
@@ -244,6 +328,7 @@ class Spool:
             uncompressed_bytes=int(header["uncompressed_bytes"]),
             codec=str(header["codec"]),
             size=size,
+            first_time=float(header.get("first_time", 0.0)),
         )
 
     def seal(self, batch: EncodedBatch) -> SpoolEntry:
@@ -263,7 +348,7 @@ class Spool:
         with self._lock:
             seq = self._next_seq
             self._next_seq += 1
-        final = self.directory / f"{seq:016d}{ENTRY_SUFFIX}"
+        final = self.directory / entry_name(seq, batch.segments[0])
         tmp = self.directory / f".{final.name}.tmp"
         write_synced(tmp, data)
         tmp.replace(final)
@@ -284,3 +369,16 @@ class Spool:
         with self._lock:
             self.used_bytes += size
             self.entry_count += count
+
+
+def _damaged(path: Path, exc: Exception) -> DamagedEntry:
+    """What a damaged entry's header, or failing that its name, says it held."""
+    header = exc.header if isinstance(exc, SpoolCorruptError) else None
+    if header is not None:
+        with contextlib.suppress(KeyError, IndexError, TypeError, ValueError):
+            return DamagedEntry.from_header(path, str(exc), header)
+    try:
+        _, fid, start, end = _name_parts(path.name)
+    except ValueError:
+        fid = start = end = None
+    return DamagedEntry(path=path, reason=str(exc), fingerprint_id=fid, start=start, end=end)

@@ -25,7 +25,7 @@ from shipper.errors import SinkError, SpoolCorruptError
 from shipper.ledger import Ledger
 from shipper.logs import ThrottledLog
 from shipper.sinks.base import ObjectToPut, PutOutcome, Sink
-from shipper.spool import Spool, SpoolEntry
+from shipper.spool import DamagedEntry, Spool, SpoolEntry
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class Uploader:
         host: str,
         concurrency: int,
         on_space_freed: Callable[[], None],
+        on_damaged: Callable[[DamagedEntry], object] = lambda _: None,
         backoff: Backoff | None = None,
         access_retry_secs: float = 30.0,
     ) -> None:
@@ -82,6 +83,8 @@ class Uploader:
         self.host = host
         self.concurrency = concurrency
         self.on_space_freed = on_space_freed
+        #: Called from an upload thread with an entry found damaged on disk.
+        self.on_damaged = on_damaged
         self.backoff = backoff or Backoff()
         #: The mean wait between attempts while the store refuses access.
         self.access_retry_secs = access_retry_secs
@@ -228,12 +231,13 @@ class Uploader:
         )
 
     def _deliver_once(self, entry: SpoolEntry) -> PutOutcome | None:
-        """Runs in a thread. None when the entry was damaged on disk and set aside."""
+        """Runs in a thread. None when the entry was found damaged on disk: its lines
+        are read again from their file (``on_damaged``), never uploaded from it."""
         try:
             outcome = self._put(entry)
         except SpoolCorruptError as exc:
-            self.spool.set_aside(entry, str(exc))
             self.counters["spool_corrupt"] += 1
+            self.on_damaged(self.spool.damaged(entry, exc))
             return None
         self._record(entry, outcome)
         return outcome

@@ -8,7 +8,14 @@ from shipper.ledger import Ledger
 from shipper.recovery import resume_positions
 from shipper.sources.checkpoints import Checkpoint, CheckpointStore
 from shipper.sources.fingerprint import Fingerprint
-from shipper.spool import Segment, Spool, SpoolEntry, decode_entry, encode_entry
+from shipper.spool import (
+    SPOOL_FORMAT_VERSION,
+    Segment,
+    Spool,
+    SpoolEntry,
+    decode_entry,
+    encode_entry,
+)
 
 FP = Fingerprint(dev=1, ino=2, head_len=10, head_sha256="ab" * 32)
 OTHER = Fingerprint(dev=1, ino=3, head_len=10, head_sha256="cd" * 32)
@@ -37,7 +44,8 @@ def test_sealed_entries_survive_a_restart_in_seal_order(tmp_path: Path) -> None:
     spool.recover()
     a, b = seal(spool, 0, 10), seal(spool, 10, 20)
     again = Spool(tmp_path)
-    entries = again.recover()
+    entries, damaged = again.recover()
+    assert damaged == []
     assert [(e.key, e.segments[0].start, e.segments[0].end) for e in entries] == [
         ("k-0-10", 0, 10),
         ("k-10-20", 10, 20),
@@ -54,33 +62,68 @@ def test_torn_temp_write_is_discarded(tmp_path: Path) -> None:
     spool.recover()
     good = seal(spool, 0, 10)
     (tmp_path / ".0000000000000002.entry.tmp").write_bytes(good.path.read_bytes()[:20])
-    entries = Spool(tmp_path).recover()
+    entries, _ = Spool(tmp_path).recover()
     assert [e.key for e in entries] == ["k-0-10"]
     assert not (tmp_path / ".0000000000000002.entry.tmp").exists()
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "magic"])
-def test_damaged_entry_is_set_aside_not_uploaded(tmp_path: Path, damage: str) -> None:
+@pytest.mark.parametrize(
+    ("damage", "from_header"),
+    [
+        ("truncate", True),
+        ("flip_body", True),
+        ("flip_header", False),
+        ("magic", False),
+        ("empty", False),
+    ],
+)
+def test_damaged_entry_is_reported_with_its_range_not_uploaded(
+    tmp_path: Path, damage: str, from_header: bool
+) -> None:
     spool = Spool(tmp_path)
     spool.recover()
-    entry = seal(spool, 0, 10)
+    entry = seal(spool, 100, 250, body=b"z" * 64)
     data = bytearray(entry.path.read_bytes())
     if damage == "truncate":
         data = data[:-5]
-    elif damage == "flip":
+    elif damage == "flip_body":
         data[-40] ^= 0xFF
-    else:
+    elif damage == "flip_header":
+        data[20] ^= 0x01
+    elif damage == "magic":
         data[0:8] = b"NOTSPOOL"
+    else:
+        data = bytearray()
     entry.path.write_bytes(bytes(data))
-    assert Spool(tmp_path).recover() == []
+    again = Spool(tmp_path)
+    entries, damaged = again.recover()
+    assert entries == []
+    assert again.used_bytes == 0
+    [found] = damaged
+    # The range is known either way: from the header, or from the entry's name.
+    assert (found.fingerprint_id, found.start, found.end) == (FP.id, 100, 250)
+    assert (found.key is not None) == from_header
+    if from_header:
+        assert (found.source, found.file_path, found.first_time) == ("app", "/l/app.log", 1.0)
+        assert found.fingerprint == FP
+    # A new entry never reuses the damaged one's sequence number.
+    assert seal(again, 250, 300).seq == entry.seq + 1
+    again.set_aside(found)
     assert (tmp_path / "corrupt" / entry.path.name).exists()
+    assert not entry.path.exists()
 
 
 def test_decode_rejects_a_bad_checksum() -> None:
-    data = bytearray(encode_entry({"version": 1}, b"body"))
+    data = bytearray(encode_entry({"version": SPOOL_FORMAT_VERSION}, b"body"))
     data[-1] ^= 1
-    with pytest.raises(SpoolCorruptError, match="checksum"):
+    with pytest.raises(SpoolCorruptError, match="body checksum") as raised:
         decode_entry(bytes(data))
+    assert raised.value.header is not None
+    data[-1] ^= 1
+    data[len(b"SHPSPOOL") + 4] ^= 1
+    with pytest.raises(SpoolCorruptError, match="header checksum") as raised:
+        decode_entry(bytes(data))
+    assert raised.value.header is None
 
 
 def test_ledger_drops_a_torn_last_line_and_keeps_appending(tmp_path: Path) -> None:

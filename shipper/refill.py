@@ -1,0 +1,189 @@
+"""Reading again the lines of a spool entry damaged on disk.
+
+A damaged entry's lines were sealed, so their file's checkpoint has moved past
+them. They are still in the file (or in its compressed rotation): the range is
+found there by fingerprint, read again, and sealed as one new batch covering
+exactly the same bytes. With the header intact, the batch keeps the record time
+it had, so it gets the same object key: if the damaged entry had in fact been
+stored before the crash, the store's 412 still makes the retry a no-op.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Hole", "Plan", "RefillError", "open_hole", "plan", "read_hole"]
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from shipper.errors import ShipperError
+from shipper.ledger import LedgerRecord
+from shipper.sources.checkpoints import Checkpoint
+from shipper.sources.compressed import CompressedFileTailer, find_compressed
+from shipper.sources.discovery import find_by_inode
+from shipper.sources.fingerprint import Fingerprint
+from shipper.sources.tail import FileTailer, LineChunk
+from shipper.spool import DamagedEntry, SpoolEntry
+
+
+class RefillError(ShipperError):
+    """The lines of a damaged entry cannot be read again (the file is gone or changed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hole:
+    """A byte range of a file whose only sealed copy was damaged."""
+
+    damaged: DamagedEntry
+    source: str
+    fingerprint: Fingerprint
+    path: str
+    start: int
+    end: int
+    #: The batch's first record time from the damaged header: keeps its object key.
+    first_time: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    holes: list[Hole]
+    #: Damaged entries with nothing to read again, and why (for the log).
+    settled: list[tuple[DamagedEntry, str]]
+    #: Damaged entries whose lines cannot be read again, and why.
+    lost: list[tuple[DamagedEntry, str]]
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.holes or self.settled or self.lost)
+
+
+def plan(
+    damaged: Iterable[DamagedEntry],
+    known: Mapping[str, Checkpoint],
+    spooled: Iterable[SpoolEntry],
+    delivered: Iterable[LedgerRecord],
+) -> Plan:
+    """Sort damaged entries into ranges to read again, nothing to do, and lost.
+
+    Nothing to do: the key was delivered (a crash came between the ledger and
+    the spool), a good entry already covers exactly the range (an earlier
+    refill), or the file's position is still at or before the range, so the
+    reader reads it anyway.
+    """
+    delivered = list(delivered)
+    keys = {r.key for r in delivered}
+    ranges = {(r.segment.fingerprint.id, r.segment.start, r.segment.end) for r in delivered}
+    for sealed in spooled:
+        for s in sealed.segments:
+            ranges.add((s.fingerprint.id, s.start, s.end))
+    result = Plan([], [], [])
+    for entry in damaged:
+        fid, start, end = entry.fingerprint_id, entry.start, entry.end
+        if entry.key is not None and entry.key in keys:
+            result.settled.append((entry, "already delivered"))
+            continue
+        if fid is None or start is None or end is None:
+            result.lost.append((entry, "neither its header nor its name is readable"))
+            continue
+        if (fid, start, end) in ranges:
+            result.settled.append((entry, "already read again"))
+            continue
+        checkpoint = known.get(fid)
+        fingerprint = entry.fingerprint or (checkpoint.fingerprint if checkpoint else None)
+        source = entry.source or (checkpoint.source if checkpoint else None)
+        if fingerprint is None or source is None:
+            result.lost.append((entry, "its file is no longer known"))
+            continue
+        offset = checkpoint.offset if checkpoint is not None else end
+        if offset <= start:
+            result.settled.append((entry, "the file's position is before the range"))
+            continue
+        if offset < end:
+            result.lost.append((entry, f"the file's position {offset} is inside the range"))
+            continue
+        path = entry.file_path or (checkpoint.path if checkpoint else "")
+        result.holes.append(Hole(entry, source, fingerprint, path, start, end, entry.first_time))
+    return result
+
+
+def open_hole(
+    hole: Hole, directories: Iterable[Path], *, chunk_bytes: int, max_line_bytes: int
+) -> FileTailer:
+    """A tailer at the start of the range, on whichever file now holds it.
+
+    The file at its last known path, else any file with its device and inode in
+    ``directories``, else a compressed rotation of it there.
+    """
+    fingerprint = hole.fingerprint
+    inode = (fingerprint.dev, fingerprint.ino)
+    places = {Path(hole.path).parent, *directories}
+    candidates = [hole.path] + [p for p, _ in find_by_inode(sorted(places), {inode})]
+    for path in candidates:
+        fd = _open_if_holds(path, hole)
+        if fd is not None:
+            return FileTailer(
+                source=hole.source,
+                path=path,
+                fd=fd,
+                fingerprint=fingerprint,
+                offset=hole.start,
+                chunk_bytes=chunk_bytes,
+                max_line_bytes=max_line_bytes,
+            )
+    wanted = Checkpoint(fingerprint, hole.source, hole.path, hole.end)
+    for stream, _ in find_compressed(sorted(places), [wanted]):
+        return CompressedFileTailer(
+            stream=stream,
+            source=hole.source,
+            path=stream.path,
+            fingerprint=fingerprint,
+            offset=hole.start,
+            chunk_bytes=chunk_bytes,
+            max_line_bytes=max_line_bytes,
+        )
+    raise RefillError(f"no file holds {hole.path} bytes {hole.start}-{hole.end} any more")
+
+
+def _open_if_holds(path: str, hole: Hole) -> int | None:
+    """An open descriptor on ``path`` if it is the hole's file and reaches its end."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    fingerprint = hole.fingerprint
+    with contextlib.suppress(OSError):
+        st = os.fstat(fd)
+        if (
+            (st.st_dev, st.st_ino) == (fingerprint.dev, fingerprint.ino)
+            and st.st_size >= hole.end
+            and fingerprint.matches_head(os.pread(fd, fingerprint.head_len, 0))
+        ):
+            return fd
+    os.close(fd)
+    return None
+
+
+def read_hole(hole: Hole, tailer: FileTailer) -> Iterator[LineChunk]:
+    """The range's lines, chunk by chunk; raises unless they end exactly at its end."""
+    while tailer.offset < hole.end:
+        chunk = tailer.read()
+        if chunk is None:
+            chunk = tailer.take_partial()  # a last line without its newline
+            if chunk is None:
+                break
+        if chunk.ends and chunk.ends[-1] > hole.end:
+            keep = sum(1 for end in chunk.ends if end <= hole.end)
+            if keep == 0 or chunk.ends[keep - 1] != hole.end:
+                break
+            del chunk.lines[keep:], chunk.ends[keep:]
+            chunk.flags = {i: f for i, f in chunk.flags.items() if i < keep}
+            tailer.offset = hole.end
+        if chunk.lines:
+            yield chunk
+    if tailer.offset != hole.end:
+        raise RefillError(
+            f"{tailer.path}: lines do not end at byte {hole.end} (got to {tailer.offset}):"
+            " the file changed"
+        )
