@@ -26,11 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.throughput import write_lines
 from shipper.batching import Batcher, BatchLimits
 from shipper.encoding import encode_batch
+from shipper.keys import DEFAULT_KEY_TEMPLATE, compile_template
 from shipper.processors.build import build_chain
 from shipper.sources.fingerprint import Fingerprint
 from shipper.sources.tail import FileTailer
 
 FP = Fingerprint(dev=0, ino=0, head_len=1, head_sha256="")
+KEYS = compile_template(DEFAULT_KEY_TEMPLATE)
 MiB = 1 << 20
 
 
@@ -64,7 +66,7 @@ def tail_only(path: Path, stage: str) -> tuple[int, float]:
         if stage == "tail+chain":
             continue
         for batch in batcher.add(out, 0.0):
-            sink(encode_batch(batch, prefix="", compression_level=3))
+            sink(encode_batch(batch, keys=KEYS, codec="zstd", compression_level=3))
     elapsed = time.perf_counter() - started
     tailer.close()
     return lines, elapsed

@@ -43,6 +43,7 @@ from typing import Any, Literal, cast, get_args
 from urllib.parse import urlsplit
 
 from shipper.errors import ConfigError, ConfigProblem
+from shipper.keys import DEFAULT_KEY_TEMPLATE, KeyTemplateError, compile_template
 from shipper.processors.detectors import (
     DETECTOR_NAMES,
     Detector,
@@ -63,6 +64,10 @@ CONFIG_ENV_VAR = "SHIPPER_CONFIG"
 
 ReadFrom = Literal["beginning", "end"]
 SinkType = Literal["s3", "directory"]
+Codec = Literal["zstd", "gzip"]
+ChecksumAlgorithm = Literal["CRC32", "SHA256"]
+ServerSideEncryption = Literal["AES256", "aws:kms"]
+ObjectLockMode = Literal["GOVERNANCE", "COMPLIANCE"]
 FieldValue = str | int | float | bool
 
 
@@ -171,9 +176,24 @@ class SinkSettings:
     prefix: str = ""
     endpoint_url: str | None = None
     region: str | None = None
+    #: "zstd" or "gzip": how batches are compressed (the object's Content-Encoding).
+    codec: Codec = "zstd"
     compression_level: int = 3
     upload_concurrency: int = 4
+    #: Under ``prefix``; see :mod:`shipper.keys` for the fields and the checks.
+    key_template: str = DEFAULT_KEY_TEMPLATE
+    #: Static fields for the key template, e.g. ``{ env = "prod" }``.
+    key_fields: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     storage_class: str | None = None
+    #: Objects above this many (compressed) bytes go up as multipart uploads.
+    multipart_threshold: int = 64 * MiB
+    multipart_part_size: int = 16 * MiB
+    checksum_algorithm: ChecksumAlgorithm = "CRC32"
+    server_side_encryption: ServerSideEncryption | None = None
+    kms_key_id: str | None = None
+    tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    object_lock_mode: ObjectLockMode | None = None
+    object_lock_retain_days: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -472,6 +492,9 @@ class _Table:
             self.problem(name, f'must be one of {allowed}, got "{value}"')
             return default
         return value
+
+    def optional_choice(self, name: str, choices: tuple[str, ...]) -> str | None:
+        return self.choice(name, choices, None) if name in self.data else None
 
     def integer(self, name: str, default: int, low: int, high: int | None = None) -> int:
         value: int | None = self._get(name, int, "an integer")
@@ -921,6 +944,14 @@ def _parse_sink(table: _Table | None, base_dir: Path) -> SinkSettings | None:
         table.problem(
             "endpoint_url", f'must be an http:// or https:// URL with a host, got "{endpoint_url}"'
         )
+    codec = cast(Codec, table.choice("codec", get_args(Codec), "zstd"))
+    key_fields = _string_table(table, "key_fields")
+    key_template = table.string("key_template", DEFAULT_KEY_TEMPLATE)
+    try:
+        compile_template(key_template, prefix=prefix, static=key_fields, codec=codec)
+    except KeyTemplateError as exc:
+        table.problem("key_template", str(exc))
+    store = _parse_store_options(table, s3=(sink_type or "directory") == "s3")
     return SinkSettings(
         type=cast(SinkType, sink_type or "directory"),
         path=None if path is None else _resolve(base_dir, path),
@@ -928,10 +959,85 @@ def _parse_sink(table: _Table | None, base_dir: Path) -> SinkSettings | None:
         prefix=prefix,
         endpoint_url=endpoint_url,
         region=table.optional_string("region"),
-        compression_level=table.integer("compression_level", 3, 1, 22),
+        codec=codec,
+        compression_level=table.integer(
+            "compression_level", 3 if codec == "zstd" else 6, 1, 22 if codec == "zstd" else 9
+        ),
         upload_concurrency=table.integer("upload_concurrency", 4, 1, 64),
-        storage_class=table.optional_string("storage_class"),
+        key_template=key_template,
+        key_fields=MappingProxyType(key_fields),
+        **store,
     )
+
+
+#: Settings that only an S3 store understands.
+_S3_ONLY = (
+    "storage_class",
+    "server_side_encryption",
+    "kms_key_id",
+    "tags",
+    "object_lock_mode",
+    "object_lock_retain_days",
+    "multipart_threshold",
+    "multipart_part_size",
+)
+
+
+def _parse_store_options(table: _Table, *, s3: bool) -> dict[str, Any]:
+    """Storage class, encryption, tags, Object Lock, checksums and multipart sizes."""
+    if not s3:
+        for name in _S3_ONLY:
+            if name in table.data:
+                table.problem(name, 'only applies to sink.type = "s3"')
+    sse = table.optional_choice("server_side_encryption", get_args(ServerSideEncryption))
+    kms_key_id = table.optional_string("kms_key_id")
+    if kms_key_id is not None and sse != "aws:kms":
+        table.problem("kms_key_id", 'needs server_side_encryption = "aws:kms"')
+    lock_mode = table.optional_choice("object_lock_mode", get_args(ObjectLockMode))
+    retain_days = (
+        table.integer("object_lock_retain_days", 1, 1, 36500)
+        if "object_lock_retain_days" in table.data
+        else None
+    )
+    if (lock_mode is None) != (retain_days is None):
+        table.problem(
+            "object_lock_mode" if lock_mode is None else "object_lock_retain_days",
+            "object_lock_mode and object_lock_retain_days go together",
+        )
+    tags = _string_table(table, "tags")
+    if len(tags) > 10:
+        table.problem("tags", f"at most 10 tags (an S3 limit), got {len(tags)}")
+    for name, value in tags.items():
+        if len(name) > 128 or len(value) > 256:
+            table.problem(f"tags.{name}", "keys are at most 128 characters, values 256")
+    part_size = table.size("multipart_part_size", 16 * MiB, 5 * MiB, 5 * 1024 * MiB)
+    return {
+        "storage_class": table.optional_string("storage_class"),
+        "multipart_threshold": table.size("multipart_threshold", 64 * MiB, 1, 5 * 1024 * MiB),
+        "multipart_part_size": part_size,
+        "checksum_algorithm": table.choice(
+            "checksum_algorithm", get_args(ChecksumAlgorithm), "CRC32"
+        ),
+        "server_side_encryption": sse,
+        "kms_key_id": kms_key_id,
+        "tags": MappingProxyType(tags),
+        "object_lock_mode": lock_mode,
+        "object_lock_retain_days": retain_days,
+    }
+
+
+def _string_table(table: _Table, name: str) -> dict[str, str]:
+    """A table of string values (``tags``, ``key_fields``); others are reported."""
+    sub = table.table(name)
+    if sub is None:
+        return {}
+    values: dict[str, str] = {}
+    for key, value in sub.data.items():
+        if not isinstance(value, str):
+            sub.problem(key, f"expected a string, got {_type_name(value)}")
+        else:
+            values[key] = value
+    return values
 
 
 def _bucket_problem(bucket: str) -> str | None:

@@ -33,6 +33,7 @@ from shipper.encoding import encode_batch
 from shipper.errors import StateError
 from shipper.exit_codes import ExitCode
 from shipper.fsutil import printable_path
+from shipper.keys import compile_template
 from shipper.ledger import Ledger
 from shipper.logs import ThrottledLog
 from shipper.processors.build import build_chain
@@ -144,6 +145,13 @@ class Daemon:
         self.ledger = Ledger(state_dir / "ledger.jsonl")
         self.checkpoint_store = CheckpointStore(state_dir / "checkpoints.json")
         self.sink = sink or build_sink(settings.sink)
+        self.keys = compile_template(
+            settings.sink.key_template,
+            prefix=settings.sink.prefix,
+            static=settings.sink.key_fields,
+            host=self.host,
+            codec=settings.sink.codec,
+        )
         self.limits = BatchLimits(
             settings.batch.max_bytes, settings.batch.max_records, settings.batch.max_age_secs
         )
@@ -595,7 +603,9 @@ class Daemon:
     def _seal(self, batch: Batch) -> SpoolEntry:
         """Encode, compress and durably spool one batch. Runs in a thread."""
         sink = self.settings.sink
-        encoded = encode_batch(batch, prefix=sink.prefix, compression_level=sink.compression_level)
+        encoded = encode_batch(
+            batch, keys=self.keys, codec=sink.codec, compression_level=sink.compression_level
+        )
         return self.spool.seal(encoded)
 
     def _accept(self, entries: list[SpoolEntry]) -> None:

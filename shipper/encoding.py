@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-__all__ = ["CODEC", "EncodedBatch", "encode_batch"]
+__all__ = ["CONTENT_ENCODING", "EncodedBatch", "compress", "encode_batch"]
 
+import gzip
 import hashlib
 from dataclasses import dataclass
 
 import zstandard
 
 from shipper.batching import Batch
-from shipper.keys import object_key
+from shipper.keys import KeyTemplate
 from shipper.spool import Segment
 
-CODEC = "zstd"
+#: The HTTP Content-Encoding of each codec's objects.
+CONTENT_ENCODING = {"zstd": "zstd", "gzip": "gzip"}
+
+
+def compress(body: bytes | bytearray, codec: str, level: int) -> bytes:
+    if codec == "gzip":
+        # mtime=0: the same batch compresses to the same bytes, whenever it is sealed.
+        return gzip.compress(body, compresslevel=level, mtime=0)
+    return zstandard.ZstdCompressor(level=level).compress(body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,13 +40,14 @@ class EncodedBatch:
     first_time: float
 
 
-def encode_batch(batch: Batch, *, prefix: str, compression_level: int) -> EncodedBatch:
-    """Pure and CPU-bound (zstd, SHA-256): run it off the event loop."""
+def encode_batch(
+    batch: Batch, *, keys: KeyTemplate, codec: str, compression_level: int
+) -> EncodedBatch:
+    """Pure and CPU-bound (compression, SHA-256): run it off the event loop."""
     body = batch.body
     fingerprint = batch.fingerprint
     return EncodedBatch(
-        key=object_key(
-            prefix=prefix,
+        key=keys.render(
             source=batch.source,
             fingerprint_id=fingerprint.id,
             start=batch.start,
@@ -47,9 +57,9 @@ def encode_batch(batch: Batch, *, prefix: str, compression_level: int) -> Encode
         source=batch.source,
         segments=(Segment(fingerprint, batch.path, batch.start, batch.end, batch.lines),),
         records=batch.records,
-        body=zstandard.ZstdCompressor(level=compression_level).compress(body),
+        body=compress(body, codec, compression_level),
         body_sha256=hashlib.sha256(body).hexdigest(),
         uncompressed_bytes=len(body),
-        codec=CODEC,
+        codec=codec,
         first_time=batch.first_time,
     )

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from shipper.encoding import CONTENT_ENCODING
 from shipper.errors import SinkError, SpoolCorruptError
 from shipper.ledger import Ledger
 from shipper.logs import ThrottledLog
@@ -245,7 +246,12 @@ class Uploader:
     def _put(self, entry: SpoolEntry) -> PutOutcome:
         body = self.spool.read_body(entry)
         return self.sink.put(
-            ObjectToPut(key=entry.key, body=body, metadata=object_metadata(entry, self.host))
+            ObjectToPut(
+                key=entry.key,
+                body=body,
+                metadata=object_metadata(entry, self.host),
+                content_encoding=CONTENT_ENCODING.get(entry.codec, entry.codec),
+            )
         )
 
     def _record(self, entry: SpoolEntry, outcome: PutOutcome) -> None:

@@ -608,3 +608,66 @@ def test_an_environment_value_that_is_not_utf8_is_refused() -> None:
     assert problems(data, {"POD": "caf\udce9"}) == [
         "enrich.fields.pod: environment variable POD is not valid UTF-8"
     ]
+
+
+S3 = {"sink.type": "s3", "sink.bucket": "logs"}
+
+BAD_SINK: list[tuple[dict[str, Any], str]] = [
+    ({"sink.codec": "lz4"}, 'sink.codec: must be one of "zstd", "gzip", got "lz4"'),
+    (
+        {"sink.codec": "gzip", "sink.compression_level": 12},
+        "sink.compression_level: must be between 1 and 9, got 12",
+    ),
+    ({"sink.key_template": "{source}/{start}"}, "sink.key_template: must contain {fingerprint}"),
+    ({"sink.key_template": "%c/{fingerprint}{start}{end}"}, 'sink.key_template: "%c" depends'),
+    ({"sink.key_fields": {"env": 1}}, "sink.key_fields.env: expected a string, got integer"),
+    ({"sink.tags": {"team": "a"}}, 'sink.tags: only applies to sink.type = "s3"'),
+    ({**S3, "sink.server_side_encryption": "aes"}, "sink.server_side_encryption: must be one"),
+    (
+        {**S3, "sink.server_side_encryption": "AES256", "sink.kms_key_id": "k"},
+        'sink.kms_key_id: needs server_side_encryption = "aws:kms"',
+    ),
+    ({**S3, "sink.object_lock_mode": "COMPLIANCE"}, "object_lock_mode and object_lock_retain"),
+    ({**S3, "sink.object_lock_retain_days": 0}, "sink.object_lock_retain_days: must be between"),
+    ({**S3, "sink.checksum_algorithm": "MD5"}, 'sink.checksum_algorithm: must be one of "CRC32"'),
+    ({**S3, "sink.multipart_part_size": "1MiB"}, "sink.multipart_part_size: must be between 5.0MiB"),
+    ({**S3, "sink.tags": {f"t{i}": "v" for i in range(11)}}, "sink.tags: at most 10 tags"),
+]
+
+
+@pytest.mark.parametrize(("changes", "expected"), BAD_SINK)
+def test_bad_store_settings_name_the_key(changes: dict[str, Any], expected: str) -> None:
+    found = problems(config_with(changes))
+    assert any(expected in p for p in found), found
+
+
+def test_store_settings_parse() -> None:
+    sink = parse(
+        config_with(
+            {
+                **S3,
+                "sink.codec": "gzip",
+                "sink.key_template": "{env}/%Y/{source}/{fingerprint}-{start}-{end}",
+                "sink.key_fields": {"env": "prod"},
+                "sink.server_side_encryption": "aws:kms",
+                "sink.kms_key_id": "alias/logs",
+                "sink.tags": {"team": "agents"},
+                "sink.object_lock_mode": "COMPLIANCE",
+                "sink.object_lock_retain_days": 365,
+                "sink.checksum_algorithm": "SHA256",
+                "sink.multipart_threshold": "8MiB",
+                "sink.multipart_part_size": "5MiB",
+            }
+        )
+    ).sink
+    assert (sink.codec, sink.compression_level, sink.checksum_algorithm) == ("gzip", 6, "SHA256")
+    assert dict(sink.key_fields) == {"env": "prod"} and dict(sink.tags) == {"team": "agents"}
+    assert (sink.server_side_encryption, sink.kms_key_id) == ("aws:kms", "alias/logs")
+    assert (sink.object_lock_mode, sink.object_lock_retain_days) == ("COMPLIANCE", 365)
+    assert (sink.multipart_threshold, sink.multipart_part_size) == (8 * MiB, 5 * MiB)
+    defaults = parse(minimal()).sink
+    assert (defaults.codec, defaults.compression_level, defaults.checksum_algorithm) == (
+        "zstd",
+        3,
+        "CRC32",
+    )

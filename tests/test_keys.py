@@ -4,29 +4,88 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shipper.keys import object_key
+from shipper.keys import DEFAULT_KEY_TEMPLATE, KeyTemplateError, compile_template
 
 T = datetime(2026, 11, 25, 13, 7, 9, tzinfo=timezone.utc).timestamp()
 
 
-def test_key_is_hive_partitioned_and_names_the_range() -> None:
-    key = object_key(
-        prefix="app", source="web", fingerprint_id="ab12", start=0, end=155, first_time=T
-    )
-    assert key == (
+def key(template: str = DEFAULT_KEY_TEMPLATE, *, prefix: str = "", **changes: object) -> str:
+    args: dict[str, object] = {
+        "source": "web",
+        "fingerprint_id": "ab12",
+        "start": 0,
+        "end": 155,
+        "first_time": T,
+    }
+    args.update(changes)
+    keys = compile_template(template, prefix=prefix, static={"env": "prod"}, host="h1")
+    return keys.render(**args)  # type: ignore[arg-type]
+
+
+def test_default_key_is_hive_partitioned_and_names_the_range() -> None:
+    assert key(prefix="app") == (
         "app/source=web/dt=2026-11-25/hour=13/"
         "ab12-00000000000000000000-00000000000000000155.ndjson.zst"
     )
 
 
 def test_empty_prefix_has_no_leading_slash() -> None:
-    key = object_key(prefix="", source="web", fingerprint_id="f", start=5, end=9, first_time=T)
-    assert key.startswith("source=web/dt=2026-11-25/hour=13/")
+    assert key().startswith("source=web/dt=2026-11-25/hour=13/")
+
+
+def test_template_fields_static_fields_and_the_codec_suffix() -> None:
+    template = "{env}/%Y/%m/%d/{host}/{source}/{fingerprint}_{start}_{end}"
+    assert key(template) == (
+        "prod/2026/11/25/h1/web/ab12_00000000000000000000_00000000000000000155.ndjson.zst"
+    )
+    gz = compile_template(DEFAULT_KEY_TEMPLATE, codec="gzip")
+    assert gz.render(source="s", fingerprint_id="f", start=0, end=1, first_time=T).endswith(
+        ".ndjson.gz"
+    )
+
+
+def test_a_percent_in_a_field_value_is_not_a_time_directive() -> None:
+    assert "source=we%Yb/" in key(source="we%Yb")
 
 
 def test_empty_range_is_refused() -> None:
     with pytest.raises(ValueError, match="empty byte range"):
-        object_key(prefix="", source="s", fingerprint_id="f", start=9, end=9, first_time=T)
+        key(start=9, end=9)
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        ("{source}/{start}-{end}", "must contain {fingerprint}"),
+        ("{fingerprint}/{start}", "must contain {end}"),
+        ("%Y/{fingerprint}", "must contain {start}, {end}"),
+        ("{fingerprint}-{start}-{end}-{pid}", 'unknown field "{pid}"'),
+        ("%a/{fingerprint}-{start}-{end}", '"%a" depends on more than the time'),
+        ("%c{fingerprint}-{start}-{end}", '"%c" depends'),
+        ("x%/{fingerprint}-{start}-{end}", '"%/" depends'),
+        ("{fingerprint}-{start}-{end}%", '"%" depends'),
+        ("{fingerprint:>5}-{start}-{end}", "format specs"),
+        ("{fingerprint!r}-{start}-{end}", "format specs"),
+        ("{fingerprint-{start}-{end}", "unbalanced braces"),
+        ("/{fingerprint}-{start}-{end}", 'must not start with "/"'),
+        ("a//{fingerprint}-{start}-{end}", '"//"'),
+        ("../{fingerprint}-{start}-{end}", '".."'),
+        ("x" * 800 + "{fingerprint}-{start}-{end}", "longer than 768 bytes"),
+    ],
+)
+def test_templates_that_are_not_deterministic_or_unique_are_refused(
+    template: str, problem: str
+) -> None:
+    with pytest.raises(KeyTemplateError) as raised:
+        compile_template(template, static={"env": "prod"})
+    assert problem in str(raised.value)
+
+
+def test_static_fields_are_checked() -> None:
+    with pytest.raises(KeyTemplateError, match="would hide the batch field"):
+        compile_template(DEFAULT_KEY_TEMPLATE, static={"source": "x"})
+    with pytest.raises(KeyTemplateError, match='"a/b"'):
+        compile_template(DEFAULT_KEY_TEMPLATE, static={"env": "a/b"})
 
 
 @given(
@@ -35,8 +94,7 @@ def test_empty_range_is_refused() -> None:
     st.floats(0, 4e9, allow_nan=False),
 )
 def test_same_inputs_same_key_and_ranges_sort(start: int, length: int, when: float) -> None:
-    args = {"prefix": "p", "source": "s", "fingerprint_id": "f", "first_time": when}
-    first = object_key(start=start, end=start + length, **args)  # type: ignore[arg-type]
-    assert first == object_key(start=start, end=start + length, **args)  # type: ignore[arg-type]
-    later = object_key(start=start + length, end=start + 2 * length, **args)  # type: ignore[arg-type]
+    first = key(start=start, end=start + length, first_time=when)
+    assert first == key(start=start, end=start + length, first_time=when)
+    later = key(start=start + length, end=start + 2 * length, first_time=when)
     assert first.rsplit("/", 1)[1] < later.rsplit("/", 1)[1]

@@ -16,10 +16,4 @@ def build_sink(settings: SinkSettings) -> Sink:
         return DirectorySink(settings.path)
     from shipper.sinks.s3 import S3Sink  # boto3 loads only when it is used
 
-    assert settings.bucket is not None
-    return S3Sink(
-        bucket=settings.bucket,
-        endpoint_url=settings.endpoint_url,
-        region=settings.region,
-        storage_class=settings.storage_class,
-    )
+    return S3Sink(settings)

@@ -10,13 +10,18 @@ from __future__ import annotations
 __all__ = ["S3Sink"]
 
 import base64
+import contextlib
 import hashlib
+import urllib.parse
+import zlib
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from shipper.config import SinkSettings
 from shipper.errors import FailureKind, SinkError
 from shipper.sinks.base import ObjectToPut, PutOutcome
 
@@ -59,45 +64,40 @@ _PERMANENT_CODES = frozenset(
 
 
 class S3Sink:
-    def __init__(
-        self,
-        *,
-        bucket: str,
-        endpoint_url: str | None,
-        region: str | None,
-        storage_class: str | None = None,
-    ) -> None:
-        self.bucket = bucket
-        self.storage_class = storage_class
+    def __init__(self, settings: SinkSettings) -> None:
+        assert settings.bucket is not None
+        self.bucket = settings.bucket
+        self.checksum_algorithm = settings.checksum_algorithm
+        self.multipart_threshold = settings.multipart_threshold
+        self.part_size = settings.multipart_part_size
+        self.lock_days = settings.object_lock_retain_days
+        #: Arguments every object's first request carries (put, or create multipart).
+        self.object_args = _object_args(settings)
         config = Config(
             # Our uploader retries forever with backoff; botocore's own retries would
             # hide the errors from it.
             retries={"total_max_attempts": 1},
             connect_timeout=10,
             read_timeout=60,
-            s3={"addressing_style": "path" if endpoint_url else "auto"},
+            s3={"addressing_style": "path" if settings.endpoint_url else "auto"},
             request_checksum_calculation="when_supported",
         )
         self.client: S3Client = boto3.session.Session().client(
-            "s3", endpoint_url=endpoint_url, region_name=region, config=config
+            "s3", endpoint_url=settings.endpoint_url, region_name=settings.region, config=config
         )
 
     def put(self, obj: ObjectToPut) -> PutOutcome:
-        extra: dict[str, Any] = {}
-        if self.storage_class:
-            extra["StorageClass"] = self.storage_class
         try:
+            if len(obj.body) > self.multipart_threshold:
+                return self._put_multipart(obj)
             self.client.put_object(
                 Bucket=self.bucket,
                 Key=obj.key,
                 Body=obj.body,
                 IfNoneMatch="*",
-                ContentType=obj.content_type,
-                ContentEncoding=obj.content_encoding,
-                ContentMD5=base64.b64encode(hashlib.md5(obj.body).digest()).decode(),
-                ChecksumAlgorithm="CRC32",
-                Metadata=dict(obj.metadata),
-                **extra,
+                ContentMD5=_md5(obj.body),
+                ChecksumAlgorithm=self.checksum_algorithm,
+                **self._args_for(obj),
             )
         except ClientError as exc:
             return _classify(exc, obj.key)
@@ -106,8 +106,114 @@ class S3Sink:
             raise SinkError(f"s3://{self.bucket}/{obj.key}: {exc}") from exc
         return PutOutcome.STORED
 
+    def _args_for(self, obj: ObjectToPut) -> dict[str, Any]:
+        args = {
+            **self.object_args,
+            "ContentType": obj.content_type,
+            "ContentEncoding": obj.content_encoding,
+            "Metadata": dict(obj.metadata),
+        }
+        if self.lock_days is not None:
+            # Counted from the upload: a retry after a crash is kept a little longer.
+            args["ObjectLockRetainUntilDate"] = datetime.now(timezone.utc) + timedelta(
+                days=self.lock_days
+            )
+        return args
+
+    def _put_multipart(self, obj: ObjectToPut) -> PutOutcome:
+        """Parts with their own checksums; completed with ``If-None-Match: *``.
+
+        An upload a crash left behind for this key is aborted first, and a failed
+        one is aborted at once, so parts are never leaked. A key already stored
+        is found with a HEAD before any part is sent.
+        """
+        if self._exists(obj.key):
+            return PutOutcome.ALREADY_PRESENT
+        self._abort_uploads_of(obj.key)
+        upload_id = self.client.create_multipart_upload(
+            Bucket=self.bucket,
+            Key=obj.key,
+            ChecksumAlgorithm=self.checksum_algorithm,
+            **self._args_for(obj),
+        )["UploadId"]
+        try:
+            parts = []
+            view = memoryview(obj.body)
+            for number, offset in enumerate(range(0, len(view), self.part_size), start=1):
+                piece = bytes(view[offset : offset + self.part_size])
+                checksum = {
+                    f"Checksum{self.checksum_algorithm}": _checksum(self.checksum_algorithm, piece)
+                }
+                answer = self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=obj.key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=piece,
+                    ContentMD5=_md5(piece),
+                    **checksum,  # type: ignore[arg-type]
+                )
+                parts.append({"PartNumber": number, "ETag": answer["ETag"], **checksum})
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=obj.key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                IfNoneMatch="*",
+            )
+        except (ClientError, BotoCoreError):
+            with contextlib.suppress(ClientError, BotoCoreError):
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=obj.key, UploadId=upload_id
+                )
+            raise
+        return PutOutcome.STORED
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return False
+            raise
+        return True
+
+    def _abort_uploads_of(self, key: str) -> None:
+        """Abort multipart uploads of exactly ``key`` (a crash's leftovers)."""
+        listing = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+        for upload in listing.get("Uploads", []):
+            if upload.get("Key") == key and "UploadId" in upload:
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload["UploadId"]
+                )
+
     def close(self) -> None:
         self.client.close()
+
+
+def _object_args(settings: SinkSettings) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    if settings.storage_class:
+        args["StorageClass"] = settings.storage_class
+    if settings.server_side_encryption:
+        args["ServerSideEncryption"] = settings.server_side_encryption
+    if settings.kms_key_id:
+        args["SSEKMSKeyId"] = settings.kms_key_id
+    if settings.tags:
+        args["Tagging"] = urllib.parse.urlencode(dict(settings.tags))
+    if settings.object_lock_mode:
+        args["ObjectLockMode"] = settings.object_lock_mode
+    return args
+
+
+def _md5(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+def _checksum(algorithm: str, data: bytes) -> str:
+    if algorithm == "SHA256":
+        return base64.b64encode(hashlib.sha256(data).digest()).decode()
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
 
 
 def _classify(exc: ClientError, key: str) -> PutOutcome:

@@ -15,6 +15,7 @@ __all__ = [
     "wait_for",
 ]
 
+import gzip
 import io
 import time
 from collections import Counter
@@ -28,13 +29,16 @@ import zstandard
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-OBJECT_SUFFIX = ".ndjson.zst"
+#: Delivered objects end in one of these (zstd, the default codec, or gzip).
+OBJECT_SUFFIX = (".ndjson.zst", ".ndjson.gz")
 
 T = TypeVar("T")
 
 
 def decompress(data: bytes) -> bytes:
-    """All zstd frames of ``data``, concatenated; frames need not record their content size."""
+    """All zstd frames (or gzip members) of ``data``, concatenated."""
+    if data[:2] == b"\x1f\x8b":
+        return gzip.decompress(data)
     reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True)
     with reader:
         out = io.BytesIO()
@@ -85,8 +89,8 @@ def s3_records(
         where = f"s3://{bucket}/{key}"
         try:
             text = decompress(body)
-        except zstandard.ZstdError as exc:
-            raise AssertionError(f"{where}: not zstd: {exc}") from exc
+        except (zstandard.ZstdError, OSError) as exc:
+            raise AssertionError(f"{where}: not zstd or gzip: {exc}") from exc
         for record in parse_ndjson(text, where):
             yield key, record
 
@@ -103,12 +107,15 @@ def dir_records(root: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     Files or directories whose names start with ``.`` (temp files) are skipped.
     """
     root = Path(root)
-    paths = sorted(p for p in root.rglob(f"*{OBJECT_SUFFIX}") if _is_delivered_file(p, root))
+    paths = sorted(
+        p for p in root.rglob("*.ndjson.*")
+        if p.name.endswith(OBJECT_SUFFIX) and _is_delivered_file(p, root)
+    )  # fmt: skip
     for path in paths:
         try:
             text = decompress(path.read_bytes())
-        except zstandard.ZstdError as exc:
-            raise AssertionError(f"{path}: not zstd: {exc}") from exc
+        except (zstandard.ZstdError, OSError) as exc:
+            raise AssertionError(f"{path}: not zstd or gzip: {exc}") from exc
         for record in parse_ndjson(text, str(path)):
             yield path, record
 
