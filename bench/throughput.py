@@ -84,7 +84,7 @@ def main() -> int:
         config = root / "shipper.toml"
         config.write_text(
             'state_dir = "state"\n[sources.app]\ninclude = ["logs/*.log"]\n'
-            '[sink]\ntype = "directory"\npath = "shipped"\n'
+            '[sink]\ntype = "directory"\npath = "shipped"\n[health]\nlisten = "127.0.0.1:0"\n'
             + ("[redact]\nenabled = false\n" if args.no_redact else "")
         )
         started = time.monotonic()

@@ -22,6 +22,7 @@ import stat
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import watchfiles
@@ -33,6 +34,7 @@ from shipper.encoding import encode_batch
 from shipper.errors import StateError
 from shipper.exit_codes import ExitCode
 from shipper.fsutil import printable_path
+from shipper.health import HealthServer, Readiness
 from shipper.keys import compile_template
 from shipper.ledger import Ledger
 from shipper.logs import ThrottledLog
@@ -70,6 +72,11 @@ IDLE_WAIT_SECS = 0.25
 #: Longest a file that looks like a copy still being written is held back without
 #: growing. A copy being written grows until it reaches its original's markers.
 COPY_HOLD_SECS = 30.0
+#: Uploads failing this long (any reason, none succeeding) make the daemon not ready;
+#: shorter blips (a 503, a reset) are retried without flapping readiness.
+STORE_FAILING_GRACE_SECS = 10.0
+#: The spool this full (bytes or entries) makes the daemon not ready.
+SPOOL_HIGH_WATERMARK = 0.9
 
 InodeKey = tuple[int, int]
 
@@ -116,6 +123,10 @@ class StepResult:
     got_bytes: bool = False
     truncated: bool = False
     error: OSError | None = None
+
+
+def _iso(when: float) -> str:
+    return datetime.fromtimestamp(when, tz=timezone.utc).isoformat(timespec="seconds")
 
 
 def _log_task_stacks() -> None:
@@ -185,6 +196,8 @@ class Daemon:
         self._close_inactive = settings.close_inactive_secs
         self._max_open = settings.max_open_files
         self._had_state = False
+        #: The first scan is done: the daemon is reading.
+        self._started = False
         self._warnings = ThrottledLog(log, interval_secs=10.0)
         #: Held-back copies by inode: since when (monotonic) at the size they still have.
         self._held_since: dict[InodeKey, tuple[float, int]] = {}
@@ -206,6 +219,43 @@ class Daemon:
     # ----------------------------------------------------------------- lifecycle
 
     async def run(self) -> ExitCode:
+        health = self.settings.health
+        server = HealthServer(health.host, health.port, self.readiness)
+        await server.start()
+        log.info("health endpoint listening", extra={"host": health.host, "port": server.port})
+        try:
+            return await self._run()
+        finally:
+            await server.stop()
+
+    def readiness(self) -> Readiness:
+        """Ready: started, the store taking writes, and the spool below its high watermark."""
+        reasons: list[str] = []
+        if not self._started:
+            reasons.append("starting: recovering state and scanning sources")
+        uploader = self.uploader
+        now = time.time()
+        if uploader is not None and uploader.access_failing_since is not None:
+            since = _iso(uploader.access_failing_since)
+            reasons.append(f"the store refuses writes (credentials or permissions) since {since}")
+        elif (
+            uploader is not None
+            and uploader.failing_since is not None
+            and now - uploader.failing_since >= STORE_FAILING_GRACE_SECS
+        ):
+            reasons.append(
+                f"uploads failing ({uploader.last_failure}) since {_iso(uploader.failing_since)}"
+            )
+        limits = self.settings.spool
+        used = max(
+            self.spool.used_bytes / max(limits.max_bytes, 1),
+            self.spool.entry_count / limits.max_entries,
+        )
+        if used >= SPOOL_HIGH_WATERMARK:
+            reasons.append(f"spool {used:.0%} full: reading is paused or about to be")
+        return Readiness(reasons)
+
+    async def _run(self) -> ExitCode:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
@@ -234,6 +284,7 @@ class Daemon:
         ]
         for task in background:
             task.add_done_callback(_report_crash)
+        self._started = True
         log.info(
             "started",
             extra={"sources": sorted(self.settings.sources), "sink": self.settings.sink.type},

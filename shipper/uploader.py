@@ -104,6 +104,9 @@ class Uploader:
         #: Since when every write is refused for access (None: not now). The daemon
         #: is not ready while this is set.
         self.access_failing_since: float | None = None
+        #: Since when uploads fail, for any reason, with none succeeding (None: not now).
+        self.failing_since: float | None = None
+        self.last_failure: str | None = None
         # Entries set aside in a row with no delivery in between.
         self._rejected_in_a_row = 0
 
@@ -176,8 +179,11 @@ class Uploader:
                 reason, failure = "internal", {"error": repr(exc)}
             else:
                 self._rejected_in_a_row = 0
-                self.access_failing_since = None
+                self.access_failing_since = self.failing_since = None
                 break
+            if self.failing_since is None:
+                self.failing_since = time.time()
+            self.last_failure = reason
             attempt += 1
             self.counters[f"retries_{reason}"] += 1
             await asyncio.sleep(self._retry_delay(reason, attempt, entry, failure))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +39,8 @@ class Shipping:
     include: str = "*.log"
     extra_toml: str = ""
     source_toml: str = ""
+    #: More ``[sink]`` settings.
+    sink_toml: str = ""
     #: Where the daemon sends S3 requests, when not to the store directly (a proxy).
     endpoint_url: str | None = None
     daemon: ShipperProcess = field(init=False)
@@ -66,6 +70,8 @@ class Shipping:
             "poll_interval_secs = 0.5\n"
             "shutdown_timeout_secs = 30\n"
             f"{self.extra_toml}\n"
+            "[health]\n"
+            'listen = "127.0.0.1:0"\n'
             "[sources.app]\n"
             f'include = ["{self.logs}/{self.include}"]\n'
             "rotate_wait_secs = 1\n"
@@ -77,6 +83,7 @@ class Shipping:
             f"max_age_secs = {self.batch_max_age_secs}\n"
             "[sink]\n"
             f"{sink}"
+            f"{self.sink_toml}\n"
         )
 
     def reconfigure(self, **changes: Any) -> None:
@@ -109,6 +116,22 @@ class Shipping:
             return '"started"' in this_run
 
         self._wait(started, timeout, "the daemon started")
+
+    def health_url(self, path: str) -> str:
+        """The URL of ``path`` on this run's health endpoint (its port is picked at start)."""
+        this_run = self.daemon.log_text().rsplit("=== test harness: shipper start", 1)[-1]
+        for line in this_run.splitlines():
+            if '"health endpoint listening"' in line:
+                return f"http://127.0.0.1:{orjson.loads(line)['port']}{path}"
+        raise AssertionError(f"no health endpoint in the daemon log\n{self.daemon.log_tail()}")
+
+    def readiness(self) -> tuple[int, dict[str, Any]]:
+        """``(status, body)`` of ``GET /readyz``."""
+        try:
+            with urllib.request.urlopen(self.health_url("/readyz"), timeout=5) as answer:
+                return answer.status, orjson.loads(answer.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, orjson.loads(exc.read())
 
     def records(self) -> list[dict[str, Any]]:
         """Every record in the store, in no particular order."""

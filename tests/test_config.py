@@ -630,7 +630,7 @@ BAD_SINK: list[tuple[dict[str, Any], str]] = [
     ({**S3, "sink.object_lock_mode": "COMPLIANCE"}, "object_lock_mode and object_lock_retain"),
     ({**S3, "sink.object_lock_retain_days": 0}, "sink.object_lock_retain_days: must be between"),
     ({**S3, "sink.checksum_algorithm": "MD5"}, 'sink.checksum_algorithm: must be one of "CRC32"'),
-    ({**S3, "sink.multipart_part_size": "1MiB"}, "sink.multipart_part_size: must be between 5.0MiB"),
+    ({**S3, "sink.multipart_part_size": "1MiB"}, "multipart_part_size: must be between 5.0MiB"),
     ({**S3, "sink.tags": {f"t{i}": "v" for i in range(11)}}, "sink.tags: at most 10 tags"),
 ]
 

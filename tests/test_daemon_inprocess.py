@@ -39,6 +39,7 @@ def settings_for(
             },
             "batch": {"max_bytes": "2KiB", "max_age_secs": 0.2},
             "sink": {"type": "directory", "path": str(sink_root)},
+            "health": {"listen": "127.0.0.1:0"},
         },
         base_dir=tmp_path,
         environ={},

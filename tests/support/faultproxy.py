@@ -6,7 +6,9 @@ upstream connection (``Connection: close`` is added), so every request is seen.
 
 Faults: an error response (``500``, ``503 SlowDown``, ``403 AccessDenied``, a
 permanent ``400 InvalidArgument`` by key), a connection reset in the middle of
-the body, and a stall (no answer, then the connection closes).
+the body, a stall (no answer, then the connection closes), and a hold: the
+request reaches the store and is answered, but the answer is held back until
+the client goes away (a crash between the store's write and our hearing of it).
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ class FaultProxy:
         #: PUTs whose key contains one of these are refused with a permanent 400.
         self.reject_keys: set[str] = set()
         self.injected: Counter[str] = Counter()
+        #: Queued faults go only to PUTs whose target contains this (e.g. "partNumber=2").
+        self.only: str | None = None
+        #: Set while a held answer waits for its client to go away.
+        self.holding = threading.Event()
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -74,6 +80,8 @@ class FaultProxy:
         with self._lock:
             if any(part in target for part in self.reject_keys):
                 return "400"
+            if self.only is not None and self.only not in target:
+                return None
             return self.queued.popleft() if self.queued else None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -94,6 +102,8 @@ class FaultProxy:
             elif fault == "stall":
                 await asyncio.sleep(self.stall_secs)
                 writer.close()
+            elif fault == "hold":
+                await self._hold_answer(head, reader, writer)
             else:
                 await self._pass_through(head, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -127,23 +137,46 @@ class FaultProxy:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         writer.transport.abort()
 
-    async def _pass_through(
+    async def _hold_answer(
         self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        """Forward the request; keep the store's answer until the client hangs up."""
+        up_reader, up_writer = await self._open_upstream(head)
+        sending = asyncio.ensure_future(self._pipe(reader, up_writer))
+        answer = await up_reader.read()  # the store closes after its answer
+        self.holding.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(sending), self.stall_secs)
+        except asyncio.TimeoutError:
+            writer.write(answer)  # nobody came to kill the client: let it go on
+            await writer.drain()
+        finally:
+            self.holding.clear()
+            writer.close()
+
+    async def _open_upstream(
+        self, head: bytes
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         lines = head.split(b"\r\n")
         kept = [line for line in lines[1:] if not line.lower().startswith(b"connection:")]
         up_writer.write(b"\r\n".join([lines[0], b"Connection: close", *kept]))
         await up_writer.drain()
+        return up_reader, up_writer
 
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            try:
-                while chunk := await source.read(65536):
-                    sink.write(chunk)
-                    await sink.drain()
-            except ConnectionError:
-                pass
-            finally:
-                sink.close()
+    @staticmethod
+    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while chunk := await source.read(65536):
+                sink.write(chunk)
+                await sink.drain()
+        except ConnectionError:
+            pass
+        finally:
+            sink.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+    async def _pass_through(
+        self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        up_reader, up_writer = await self._open_upstream(head)
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
