@@ -394,7 +394,7 @@ class Daemon:
                 extra={"path": str(damaged.path), "reason": damaged.reason, "because": why},
             )
             await asyncio.to_thread(self.spool.set_aside, damaged)
-        places = await self._places([])
+        places = await self._places([]) if plan.holes else set()
         for hole in plan.holes:
             try:
                 entry = await asyncio.to_thread(self._refill_hole, hole, places)
@@ -433,7 +433,9 @@ class Daemon:
 
     def _refill_hole(self, hole: refill.Hole, places: set[Path]) -> SpoolEntry:
         """Runs in a thread: read the range again, through the chain, into one entry."""
-        source = self.settings.sources[hole.source]
+        source = self.settings.sources.get(hole.source)
+        if source is None:
+            raise refill.RefillError(f'source "{hole.source}" is no longer in the config')
         tailer = refill.open_hole(
             hole,
             places,

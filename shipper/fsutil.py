@@ -4,8 +4,9 @@ from __future__ import annotations
 
 __all__ = ["fsync_dir", "printable_path", "regular_files", "write_synced"]
 
+import errno
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 
@@ -39,23 +40,37 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_synced(path: Path, data: bytes) -> None:
+def write_synced(
+    path: Path, data: bytes, *, xattrs: Mapping[str, bytes] | None = None
+) -> bool:
     """Write ``data`` to a new file at ``path`` and fsync it (no rename).
 
+    ``xattrs`` are set before the fsync, where the filesystem has extended
+    attributes; returns False when it has none (they are then left out).
     On failure (disk full, ...) the partial file is removed, so retries leave no litter.
     """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+    attributes_kept = True
     try:
         view = memoryview(data)
         while view:
             written = os.write(fd, view)
             view = view[written:]
+        for name, value in (xattrs or {}).items():
+            try:
+                os.setxattr(fd, name, value)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+                attributes_kept = False
+                break
         os.fsync(fd)
     except BaseException:
         os.close(fd)
         path.unlink(missing_ok=True)
         raise
     os.close(fd)
+    return attributes_kept
 
 
 def printable_path(path: str) -> str:

@@ -278,6 +278,7 @@ class Spool:
         corrupt.mkdir(exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             damaged.path.replace(corrupt / damaged.path.name)
+        fsync_dir(corrupt)
         fsync_dir(self.directory)
 
     def quarantine(self, entry: SpoolEntry, *, reason: str) -> Path:

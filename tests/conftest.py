@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
+from tests.support.faultproxy import FaultProxy
 from tests.support.seaweed import SeaweedServer
 
 
@@ -48,3 +49,18 @@ def s3_bucket(seaweed: SeaweedServer, request: pytest.FixtureRequest) -> Iterato
 def store(seaweed: SeaweedServer, s3_bucket: str) -> dict[str, Any]:
     """``Shipping(tmp_path, **store)``: ship to the session's SeaweedFS, in a fresh bucket."""
     return {"sink": "s3", "seaweed": seaweed, "bucket": s3_bucket}
+
+
+@pytest.fixture
+def proxy(seaweed: SeaweedServer) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of the session's SeaweedFS (``endpoint_url``).
+
+    A stall lasts 30 s, and a held answer waits up to 30 s for its client to go.
+    """
+    upstream = int(seaweed.endpoint_url.rsplit(":", 1)[1])
+    faults = FaultProxy(upstream, stall_secs=30.0)
+    faults.start()
+    try:
+        yield faults
+    finally:
+        faults.close()

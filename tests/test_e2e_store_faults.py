@@ -7,29 +7,16 @@ lands in quarantine with its reason while everything else ships.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from shipper.exit_codes import ExitCode
 from tests.e2e_harness import Shipping
 from tests.support.faultproxy import FaultProxy
 from tests.support.producers import run_writer, start_writer, wait_writer
 from tests.support.store import assert_exact, wait_for
-
-
-@pytest.fixture
-def proxy(store: dict[str, Any]) -> Iterator[FaultProxy]:
-    upstream = int(store["seaweed"].endpoint_url.rsplit(":", 1)[1])
-    faults = FaultProxy(upstream, stall_secs=3.0)
-    faults.start()
-    try:
-        yield faults
-    finally:
-        faults.close()
 
 
 def test_retriable_faults_and_a_403_burst_lose_and_repeat_nothing(

@@ -3,13 +3,16 @@
 Each key becomes a path under the root. An object is written to a temp file,
 fsynced, then hard-linked to its final name: ``link`` fails if the name
 exists, which is this sink's ``If-None-Match: *``. Readers never see a partial
-object, and a retried batch never overwrites or duplicates one.
+object, and a retried batch never overwrites or duplicates one. The object's
+provenance metadata goes into ``user.shipper-*`` extended attributes where the
+filesystem has them (``getfattr -d FILE`` shows them).
 """
 
 from __future__ import annotations
 
 __all__ = ["DirectorySink"]
 
+import logging
 import os
 from pathlib import Path
 
@@ -17,10 +20,13 @@ from shipper.errors import SinkError
 from shipper.fsutil import fsync_dir, write_synced
 from shipper.sinks.base import ObjectToPut, PutOutcome
 
+log = logging.getLogger(__name__)
+
 
 class DirectorySink:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._warned_no_xattrs = False
 
     def put(self, obj: ObjectToPut) -> PutOutcome:
         final = self.root / obj.key
@@ -29,7 +35,15 @@ class DirectorySink:
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            write_synced(tmp, obj.body)  # removes its partial file if it fails
+            xattrs = {f"user.{k}": v.encode() for k, v in obj.metadata.items()}
+            # Removes its partial file if it fails.
+            if not write_synced(tmp, obj.body, xattrs=xattrs) and not self._warned_no_xattrs:
+                self._warned_no_xattrs = True
+                log.warning(
+                    "the sink's filesystem has no extended attributes; objects are written"
+                    " without their metadata (the ledger has it)",
+                    extra={"root": str(self.root)},
+                )
             try:
                 os.link(tmp, final)
                 outcome = PutOutcome.STORED
