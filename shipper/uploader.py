@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = ["Backoff", "Uploader"]
 
 import asyncio
+import contextlib
 import logging
 import random
 import threading
@@ -36,7 +37,9 @@ class Backoff:
     """Exponential backoff with full jitter: a random delay in ``[0, min(cap, base * 2**n))``."""
 
     base_secs: float = 0.2
-    cap_secs: float = 30.0
+    #: Short enough that a recovered store is found within seconds; with full jitter
+    #: the workers then ask about once every 5 s each while it is down.
+    cap_secs: float = 10.0
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         return rng.uniform(0.0, min(self.cap_secs, self.base_secs * 2 ** min(attempt, 30)))
@@ -92,6 +95,9 @@ class Uploader:
         self.counters: Counter[str] = Counter()
         self.last_success: float | None = None
         self._queue: asyncio.Queue[SpoolEntry] = asyncio.Queue()
+        # Set (and replaced) on every delivery: wakes workers waiting out a backoff, so
+        # once the store is back the backlog goes at once, not after each one's delay.
+        self._delivered = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         # Its own threads, so a store that hangs cannot starve the file reads.
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="upload")
@@ -186,7 +192,9 @@ class Uploader:
             self.last_failure = reason
             attempt += 1
             self.counters[f"retries_{reason}"] += 1
-            await asyncio.sleep(self._retry_delay(reason, attempt, entry, failure))
+            delay = self._retry_delay(reason, attempt, entry, failure)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._delivered.wait(), delay)
         if outcome is not None:
             log.debug(
                 "delivered",
@@ -199,6 +207,8 @@ class Uploader:
             self.counters[f"objects_{outcome.value}"] += 1
             self.counters["bytes_uploaded"] += entry.size
             self.last_success = time.time()
+            self._delivered.set()
+            self._delivered = asyncio.Event()
         self.on_space_freed()
 
     def _retry_delay(
