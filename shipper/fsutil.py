@@ -40,9 +40,7 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_synced(
-    path: Path, data: bytes, *, xattrs: Mapping[str, bytes] | None = None
-) -> bool:
+def write_synced(path: Path, data: bytes, *, xattrs: Mapping[str, bytes] | None = None) -> bool:
     """Write ``data`` to a new file at ``path`` and fsync it (no rename).
 
     ``xattrs`` are set before the fsync, where the filesystem has extended
