@@ -77,6 +77,8 @@ COPY_HOLD_SECS = 30.0
 STORE_FAILING_GRACE_SECS = 10.0
 #: The spool this full (bytes or entries) makes the daemon not ready.
 SPOOL_HIGH_WATERMARK = 0.9
+#: Wait before reading a damaged entry's lines again after a local error.
+REFILL_RETRY_SECS = 10.0
 
 InodeKey = tuple[int, int]
 
@@ -215,6 +217,7 @@ class Daemon:
         self._counters: Counter[str] = Counter()
         #: Damaged spool entries whose lines are to be read again.
         self._refill_plan = refill.Plan([], [], [])
+        self._refill_retry_at = 0.0
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -357,6 +360,14 @@ class Daemon:
         except OSError as exc:
             raise StateError(f"state_dir {state_dir}: {exc}") from exc
         self.known = resume_positions(checkpoints, spooled, delivered)
+        for entry in damaged:
+            # A file that only a damaged entry still names (its checkpoints lost too):
+            # known from that entry's end, so it is not read from byte 0 as new.
+            fid = entry.fingerprint_id
+            if fid is not None and fid not in self.known and entry.fingerprint and entry.source:
+                self.known[fid] = Checkpoint(
+                    entry.fingerprint, entry.source, entry.file_path or "", entry.end or 0
+                )
         self._refill_plan = refill.plan(damaged, self.known, spooled, delivered)
         self._had_state = bool(self.known)
         log.info(
@@ -384,7 +395,8 @@ class Daemon:
         """Read again the lines of damaged spool entries, then set the entries aside.
 
         Each range is sealed as one new entry before its damaged one is moved, so a
-        crash in between finds the new entry and reads nothing twice.
+        crash in between finds the new entry and reads nothing twice. A local error
+        (disk full, too many open files) leaves the entry in place, tried again later.
         """
         plan, self._refill_plan = self._refill_plan, refill.Plan([], [], [])
         assert self.uploader is not None
@@ -398,8 +410,17 @@ class Daemon:
         for hole in plan.holes:
             try:
                 entry = await asyncio.to_thread(self._refill_hole, hole, places)
-            except (OSError, refill.RefillError) as exc:
+            except refill.RefillError as exc:
                 plan.lost.append((hole.damaged, str(exc)))
+                continue
+            except OSError as exc:
+                self._refill_plan.holes.append(hole)
+                self._refill_retry_at = time.monotonic() + REFILL_RETRY_SECS
+                self._warnings.warn(
+                    "reading a damaged spool entry's lines again failed; will retry",
+                    path=str(hole.damaged.path),
+                    error=str(exc),
+                )
                 continue
             await asyncio.to_thread(self.spool.set_aside, hole.damaged)
             self._counters["spool_refilled"] += 1
@@ -442,23 +463,35 @@ class Daemon:
             chunk_bytes=source.read_chunk_bytes,
             max_line_bytes=source.max_line_bytes,
         )
+        # The chain's per-file state (an open private key block) is the live
+        # reader's: the old range gets a stream of its own, started as the file
+        # was at the range's start.
+        stream = f"refill:{hole.fingerprint.id}:{hole.start}"
+        redactor = self.chain.redactor
         try:
+            if redactor is not None and refill.inside_key_block(tailer, hole.start):
+                redactor.enter_key_block(stream)
             active = self._active_for(tailer, (hole.fingerprint.dev, hole.fingerprint.ino))
             # One batch for the whole range, as when it was first sealed.
             active.batcher.limits = replace(self.limits, max_bytes=2**62, max_records=2**62)
             for chunk in refill.read_hole(hole, tailer):
-                self._process(active, active.lines_of(chunk))
+                self._process(active, active.lines_of(chunk), stream=stream)
             held = None if active.joiner is None else active.joiner.flush(time.time())
             if held is not None:
-                self._process(active, held)
+                self._process(active, held, stream=stream)
             batch = active.batcher.flush()
+            end_marker = tailer.marker_at(hole.end)
         finally:
             tailer.close()
+            if redactor is not None:
+                redactor.forget(stream)
         if batch is None or active.unsealed:
             raise refill.RefillError(f"{tailer.path}: no lines between {hole.start} and {hole.end}")
         if hole.first_time is not None:
             batch.first_time = hole.first_time
-        return self._seal(batch)
+        # The damaged entry's own key and codec, when its header says: if it had in
+        # fact been stored, the store's 412 still makes this a no-op.
+        return self._seal(batch, end_marker=end_marker, key=hole.key, codec=hole.codec)
 
     def _take_lock(self, path: Path) -> None:
         # Two daemons on one state directory would each ship the same lines.
@@ -483,7 +516,7 @@ class Daemon:
             while not self._stopping.is_set():
                 if not await self._wait_for_spool_space():
                     break
-                if self._refill_plan.pending:
+                if self._refill_plan.pending and time.monotonic() >= self._refill_retry_at:
                     await self._refill_damaged()
                 progressed = await self._read_round()
                 await self._seal_aged()
@@ -598,14 +631,14 @@ class Daemon:
         result.error = more.error
         return result
 
-    def _process(self, active: ActiveFile, chunk: LineChunk) -> None:
+    def _process(self, active: ActiveFile, chunk: LineChunk, *, stream: str | None = None) -> None:
         batcher = active.batcher
         out = self.chain.run(
             chunk.lines,
             chunk.ends,
             read_time=chunk.read_time,
             line_flags=chunk.flags,
-            stream=batcher.fingerprint.id,
+            stream=batcher.fingerprint.id if stream is None else stream,
             path=batcher.path,
             start=batcher.position,
         )
@@ -624,16 +657,16 @@ class Daemon:
                 break
             batch = active.unsealed[0]
             try:
-                entry = self._seal(batch)
+                marker = active.tailer.marker_at(batch.end)
+            except OSError:
+                marker = None  # the file is unreadable now; the older markers still hold
+            try:
+                entry = self._seal(batch, end_marker=marker)
             except OSError as exc:
                 result.error = exc
                 break
             del active.unsealed[0]
             result.entries.append(entry)
-            try:
-                marker = active.tailer.marker_at(batch.end)
-            except OSError:
-                marker = None  # the file is unreadable now; the older markers still hold
             if marker is not None:
                 result.markers.append((batch.fingerprint.id, marker))
         return result
@@ -653,12 +686,28 @@ class Daemon:
                 unsealed_batches=len(active.unsealed),
             )
 
-    def _seal(self, batch: Batch) -> SpoolEntry:
-        """Encode, compress and durably spool one batch. Runs in a thread."""
+    def _seal(
+        self,
+        batch: Batch,
+        *,
+        end_marker: Marker | None,
+        key: str | None = None,
+        codec: str | None = None,
+    ) -> SpoolEntry:
+        """Encode, compress and durably spool one batch. Runs in a thread.
+
+        ``key`` and ``codec`` replace the configured ones for a batch sealed again.
+        """
         sink = self.settings.sink
         encoded = encode_batch(
-            batch, keys=self.keys, codec=sink.codec, compression_level=sink.compression_level
+            batch,
+            keys=self.keys,
+            codec=codec or sink.codec,
+            compression_level=sink.compression_level if codec in (None, sink.codec) else 3,
+            end_marker=end_marker,
         )
+        if key is not None:
+            encoded = replace(encoded, key=key)
         return self.spool.seal(encoded)
 
     def _accept(self, entries: list[SpoolEntry]) -> None:

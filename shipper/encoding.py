@@ -12,6 +12,7 @@ import zstandard
 
 from shipper.batching import Batch
 from shipper.keys import KeyTemplate
+from shipper.sources.markers import Marker
 from shipper.spool import Segment
 
 #: The HTTP Content-Encoding of each codec's objects.
@@ -38,10 +39,18 @@ class EncodedBatch:
     uncompressed_bytes: int
     codec: str
     first_time: float
+    #: The checksum of the source bytes just before ``end``: proves, when the range
+    #: is read again, that it is read from the same bytes.
+    end_marker: Marker | None = None
 
 
 def encode_batch(
-    batch: Batch, *, keys: KeyTemplate, codec: str, compression_level: int
+    batch: Batch,
+    *,
+    keys: KeyTemplate,
+    codec: str,
+    compression_level: int,
+    end_marker: Marker | None = None,
 ) -> EncodedBatch:
     """Pure and CPU-bound (compression, SHA-256): run it off the event loop."""
     body = batch.body
@@ -62,4 +71,5 @@ def encode_batch(
         uncompressed_bytes=len(body),
         codec=codec,
         first_time=batch.first_time,
+        end_marker=end_marker,
     )

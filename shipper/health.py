@@ -53,7 +53,8 @@ class HealthServer:
         except OSError as exc:
             await self._runner.cleanup()
             raise HealthError(f"health.listen {self.host}:{self.port}: {exc.strerror}") from exc
-        self.port = site.port  # with port 0, the one the system picked
+        # With port 0, the one the system picked.
+        self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
         await self._runner.cleanup()

@@ -3,8 +3,9 @@
 Retrying or replaying a batch after a crash writes the same key, so the
 store's ``If-None-Match: *`` turns a repeat into a no-op instead of a duplicate.
 That holds only if the key is *deterministic* (nothing but the batch and fixed
-settings goes in) and *unique per batch* (the fingerprint and both ends of the
-range are in it); :func:`compile_template` refuses templates that are not.
+settings goes in) and *unique per batch* (the host, the fingerprint and both
+ends of the range are in it); :func:`compile_template` refuses templates that
+are not.
 
 The default is Hive-partitioned: ``dt=``/``hour=`` come from the batch's first
 record time (UTC), so DuckDB, Athena and Trino can prune partitions.
@@ -26,12 +27,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-DEFAULT_KEY_TEMPLATE = "source={source}/dt=%Y-%m-%d/hour=%H/{fingerprint}-{start}-{end}"
+DEFAULT_KEY_TEMPLATE = "source={source}/host={host}/dt=%Y-%m-%d/hour=%H/{fingerprint}-{start}-{end}"
 
 #: The fields every batch fills in; static ones come from ``sink.key_fields``.
 BATCH_FIELDS = frozenset({"source", "host", "fingerprint", "start", "end"})
-#: Fields a key needs to name one batch and no other.
-REQUIRED_FIELDS = ("fingerprint", "start", "end")
+#: Fields a key needs to name one batch and no other. The fingerprint (device,
+#: inode, first line) is only unique on one host: cloned machines or pods can have
+#: the same, and a second host's batch would meet the first's object (412) and be
+#: taken as delivered.
+REQUIRED_FIELDS = ("host", "fingerprint", "start", "end")
 #: strftime directives that depend on the time alone (not on the locale or the
 #: platform), so a key is the same on every machine and after every restart.
 TIME_DIRECTIVES = frozenset("YmdHMSjyGVuUW%")

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 __all__ = ["Hole", "Plan", "RefillError", "open_hole", "plan", "read_hole"]
 
-import contextlib
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from shipper.errors import ShipperError
+from shipper.fsutil import regular_files
 from shipper.ledger import LedgerRecord
+from shipper.processors.redact import PEM_BEGIN_RE, PEM_END_RE, PEM_MAX_LINES
 from shipper.sources.checkpoints import Checkpoint
-from shipper.sources.compressed import CompressedFileTailer, find_compressed
-from shipper.sources.discovery import find_by_inode
+from shipper.sources.compressed import CompressedFileTailer, find_compressed, is_compressed
 from shipper.sources.fingerprint import Fingerprint
+from shipper.sources.markers import Marker, check_markers
 from shipper.sources.tail import FileTailer, LineChunk
 from shipper.spool import DamagedEntry, SpoolEntry
 
@@ -44,6 +45,12 @@ class Hole:
     end: int
     #: The batch's first record time from the damaged header: keeps its object key.
     first_time: float | None
+    #: Checksums a file must match to hold this range: the one at its end from the
+    #: header, else the file's checkpoint markers.
+    markers: tuple[Marker, ...] = ()
+    #: The damaged entry's key and codec, from its header.
+    key: str | None = None
+    codec: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,22 +111,44 @@ def plan(
             result.lost.append((entry, f"the file's position {offset} is inside the range"))
             continue
         path = entry.file_path or (checkpoint.path if checkpoint else "")
-        result.holes.append(Hole(entry, source, fingerprint, path, start, end, entry.first_time))
+        if entry.end_marker is not None:
+            markers: tuple[Marker, ...] = (entry.end_marker,)
+        else:
+            markers = checkpoint.markers if checkpoint else ()
+        if not markers:
+            result.lost.append((entry, "nothing left to check a file's bytes against"))
+            continue
+        result.holes.append(
+            Hole(
+                entry,
+                source,
+                fingerprint,
+                path,
+                start,
+                end,
+                entry.first_time,
+                markers,
+                entry.key,
+                entry.codec,
+            )
+        )
     return result
 
 
 def open_hole(
     hole: Hole, directories: Iterable[Path], *, chunk_bytes: int, max_line_bytes: int
 ) -> FileTailer:
-    """A tailer at the start of the range, on whichever file now holds it.
+    """A tailer at the start of the range, on a file that provably holds its bytes.
 
-    The file at its last known path, else any file with its device and inode in
-    ``directories``, else a compressed rotation of it there.
+    Tried in order: the file at its last known path, any plain file in
+    ``directories`` (the file renamed, or a copytruncate copy), then compressed
+    rotations there. A file holds the range if it starts with the file's first
+    line and matches its markers (the checksum at the range's end): another file
+    with the same first line, or a rewrite of the same inode, does not.
     """
-    fingerprint = hole.fingerprint
-    inode = (fingerprint.dev, fingerprint.ino)
-    places = {Path(hole.path).parent, *directories}
-    candidates = [hole.path] + [p for p, _ in find_by_inode(sorted(places), {inode})]
+    places = sorted({Path(hole.path).parent, *directories})
+    candidates = [hole.path]
+    candidates += [p for p, _ in regular_files(places) if p != hole.path and not is_compressed(p)]
     for path in candidates:
         fd = _open_if_holds(path, hole)
         if fd is not None:
@@ -127,18 +156,18 @@ def open_hole(
                 source=hole.source,
                 path=path,
                 fd=fd,
-                fingerprint=fingerprint,
+                fingerprint=hole.fingerprint,
                 offset=hole.start,
                 chunk_bytes=chunk_bytes,
                 max_line_bytes=max_line_bytes,
             )
-    wanted = Checkpoint(fingerprint, hole.source, hole.path, hole.end)
-    for stream, _ in find_compressed(sorted(places), [wanted]):
+    wanted = Checkpoint(hole.fingerprint, hole.source, hole.path, hole.end, markers=hole.markers)
+    for stream, _ in find_compressed(places, [wanted]):
         return CompressedFileTailer(
             stream=stream,
             source=hole.source,
             path=stream.path,
-            fingerprint=fingerprint,
+            fingerprint=hole.fingerprint,
             offset=hole.start,
             chunk_bytes=chunk_bytes,
             max_line_bytes=max_line_bytes,
@@ -147,22 +176,51 @@ def open_hole(
 
 
 def _open_if_holds(path: str, hole: Hole) -> int | None:
-    """An open descriptor on ``path`` if it is the hole's file and reaches its end."""
+    """An open descriptor on ``path`` if it provably holds the hole's bytes.
+
+    A file that is gone or not readable is None; other errors (too many open
+    files, I/O) are raised: they may pass, and the range is tried again later.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
         return None
-    fingerprint = hole.fingerprint
-    with contextlib.suppress(OSError):
-        st = os.fstat(fd)
+    try:
+        size = os.fstat(fd).st_size
+        fingerprint = hole.fingerprint
+
+        def pread(length: int, offset: int) -> bytes:
+            return os.pread(fd, length, offset)
+
         if (
-            (st.st_dev, st.st_ino) == (fingerprint.dev, fingerprint.ino)
-            and st.st_size >= hole.end
-            and fingerprint.matches_head(os.pread(fd, fingerprint.head_len, 0))
+            size >= hole.end
+            and fingerprint.matches_head(pread(fingerprint.head_len, 0))
+            and check_markers(hole.markers, pread) is True
         ):
             return fd
+    except BaseException:
+        os.close(fd)
+        raise
     os.close(fd)
     return None
+
+
+#: How far back the bytes before a range are searched for an open private key block.
+KEY_BLOCK_LOOKBACK = 256 * 1024
+
+
+def inside_key_block(tailer: FileTailer, start: int) -> bool:
+    """Whether ``start`` lies inside a private key block that began before it.
+
+    The redactor follows blocks line by line; a range read again from its middle
+    must begin as the reader was then, or the block's lines would ship unredacted.
+    """
+    at = max(0, start - KEY_BLOCK_LOOKBACK)
+    before = tailer.pread(start - at, at).decode("utf-8", "replace")
+    begin = max(PEM_BEGIN_RE.finditer(before), key=lambda m: m.start(), default=None)
+    if begin is None or PEM_END_RE.search(before, begin.end()) is not None:
+        return False
+    return before.count("\n", begin.end()) <= PEM_MAX_LINES
 
 
 def read_hole(hole: Hole, tailer: FileTailer) -> Iterator[LineChunk]:

@@ -36,6 +36,7 @@ import orjson
 from shipper.errors import SpoolCorruptError
 from shipper.fsutil import fsync_dir, write_synced
 from shipper.sources.fingerprint import Fingerprint
+from shipper.sources.markers import Marker
 
 if TYPE_CHECKING:
     from shipper.encoding import EncodedBatch
@@ -97,6 +98,7 @@ class SpoolEntry:
     codec: str
     size: int
     first_time: float = 0.0
+    end_marker: Marker | None = None
 
     @property
     def lines(self) -> int:
@@ -177,6 +179,8 @@ class DamagedEntry:
     source: str | None = None
     file_path: str | None = None
     first_time: float | None = None
+    codec: str | None = None
+    end_marker: Marker | None = None
 
     @classmethod
     def from_header(cls, path: Path, reason: str, header: dict[str, Any]) -> DamagedEntry:
@@ -192,6 +196,8 @@ class DamagedEntry:
             source=str(header["source"]),
             file_path=segment.path,
             first_time=float(header["first_time"]),
+            codec=str(header["codec"]),
+            end_marker=_marker(header),
         )
 
 
@@ -270,6 +276,8 @@ class Spool:
             source=entry.source,
             file_path=first.path,
             first_time=entry.first_time,
+            codec=entry.codec,
+            end_marker=entry.end_marker,
         )
 
     def set_aside(self, damaged: DamagedEntry) -> None:
@@ -330,6 +338,7 @@ class Spool:
             codec=str(header["codec"]),
             size=size,
             first_time=float(header.get("first_time", 0.0)),
+            end_marker=_marker(header),
         )
 
     def seal(self, batch: EncodedBatch) -> SpoolEntry:
@@ -345,6 +354,8 @@ class Spool:
             "codec": batch.codec,
             "first_time": batch.first_time,
         }
+        if batch.end_marker is not None:
+            header["end_marker"] = batch.end_marker.to_json()
         data = encode_entry(header, batch.body)
         with self._lock:
             seq = self._next_seq
@@ -370,6 +381,11 @@ class Spool:
         with self._lock:
             self.used_bytes += size
             self.entry_count += count
+
+
+def _marker(header: dict[str, Any]) -> Marker | None:
+    raw = header.get("end_marker")
+    return None if raw is None else Marker.from_json(raw)
 
 
 def _damaged(path: Path, exc: Exception) -> DamagedEntry:

@@ -176,6 +176,8 @@ class Uploader:
                         reason, failure = "local_io", {"error": str(io_error)}
                     else:
                         self._rejected_in_a_row += 1
+                        # The store answered: it is reachable, if not for this entry.
+                        self.failing_since = None
                         outcome = None
                         break
             except OSError as exc:  # the spool or the ledger, on our own disk
@@ -184,8 +186,9 @@ class Uploader:
                 log.exception("unexpected upload error", extra={"key": entry.key})
                 reason, failure = "internal", {"error": repr(exc)}
             else:
-                self._rejected_in_a_row = 0
-                self.access_failing_since = self.failing_since = None
+                if outcome is not None:  # None: damaged on disk, the store not asked
+                    self._rejected_in_a_row = 0
+                    self.access_failing_since = self.failing_since = None
                 break
             if self.failing_since is None:
                 self.failing_since = time.time()

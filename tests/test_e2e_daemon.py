@@ -156,7 +156,7 @@ def test_s3_objects_carry_provenance(
         assert meta["shipper-sha256"] == hashlib.sha256(body).hexdigest()
         start, end = int(meta["shipper-start"]), int(meta["shipper-end"])
         assert key.endswith(f"{meta['shipper-fingerprint']}-{start:020d}-{end:020d}.ndjson.zst")
-        assert "source=app/dt=" in key and "/hour=" in key
+        assert "source=app/host=" in key and "/dt=" in key and "/hour=" in key
         records = parse_ndjson(body)
         assert int(meta["shipper-lines"]) == len(records)
         assert all(r["service"] == "e2e" and r["host"] for r in records)
@@ -181,7 +181,9 @@ def test_example_config_ships_the_bundled_logs(tmp_path: Path) -> None:
         )
         assert daemon.terminate() == ExitCode.OK
     assert_exact(seqs, range(expected))
-    assert list((tmp_path / "shipped" / "app" / "source=app").glob("dt=2026-11-25/hour=09/*.zst"))
+    assert list(
+        (tmp_path / "shipped" / "app" / "source=app").glob("host=*/dt=2026-11-25/hour=09/*.zst")
+    )
 
 
 def test_second_daemon_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:

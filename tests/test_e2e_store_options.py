@@ -57,7 +57,7 @@ def test_a_multipart_batch_interrupted_by_a_crash_arrives_whole_and_verified(
             'tags = { team = "agents", retention = "legal" }\n'
             'object_lock_mode = "GOVERNANCE"\n'
             "object_lock_retain_days = 1\n"
-            'key_template = "{env}/%Y/%m/%d/{source}/{fingerprint}-{start}-{end}"\n'
+            'key_template = "{env}/%Y/%m/%d/{source}/{host}/{fingerprint}-{start}-{end}"\n'
             'key_fields = { env = "prod" }\n'
         ),
     )
@@ -133,4 +133,4 @@ def test_check_config_refuses_a_key_template_without_the_range(tmp_path: Path) -
     shipping = Shipping(tmp_path, "directory", sink_toml='key_template = "{source}/%Y/{start}"\n')
     checked = run_cli(["check-config", "-c", str(shipping.config)])
     assert checked.returncode == ExitCode.CONFIG_INVALID
-    assert "sink.key_template: must contain {fingerprint}, {end}" in checked.stderr
+    assert "sink.key_template: must contain {host}, {fingerprint}, {end}" in checked.stderr

@@ -24,13 +24,13 @@ def key(template: str = DEFAULT_KEY_TEMPLATE, *, prefix: str = "", **changes: ob
 
 def test_default_key_is_hive_partitioned_and_names_the_range() -> None:
     assert key(prefix="app") == (
-        "app/source=web/dt=2026-11-25/hour=13/"
+        "app/source=web/host=h1/dt=2026-11-25/hour=13/"
         "ab12-00000000000000000000-00000000000000000155.ndjson.zst"
     )
 
 
 def test_empty_prefix_has_no_leading_slash() -> None:
-    assert key().startswith("source=web/dt=2026-11-25/hour=13/")
+    assert key().startswith("source=web/host=h1/dt=2026-11-25/hour=13/")
 
 
 def test_template_fields_static_fields_and_the_codec_suffix() -> None:
@@ -56,21 +56,22 @@ def test_empty_range_is_refused() -> None:
 @pytest.mark.parametrize(
     ("template", "problem"),
     [
-        ("{source}/{start}-{end}", "must contain {fingerprint}"),
-        ("{fingerprint}/{start}", "must contain {end}"),
-        ("%Y/{fingerprint}", "must contain {start}, {end}"),
-        ("{fingerprint}-{start}-{end}-{pid}", 'unknown field "{pid}"'),
-        ("%a/{fingerprint}-{start}-{end}", '"%a" depends on more than the time'),
-        ("%c{fingerprint}-{start}-{end}", '"%c" depends'),
-        ("x%/{fingerprint}-{start}-{end}", '"%/" depends'),
-        ("{fingerprint}-{start}-{end}%", '"%" depends'),
-        ("{fingerprint:>5}-{start}-{end}", "format specs"),
-        ("{fingerprint!r}-{start}-{end}", "format specs"),
-        ("{fingerprint-{start}-{end}", "unbalanced braces"),
-        ("/{fingerprint}-{start}-{end}", 'must not start with "/"'),
-        ("a//{fingerprint}-{start}-{end}", '"//"'),
-        ("../{fingerprint}-{start}-{end}", '".."'),
-        ("x" * 800 + "{fingerprint}-{start}-{end}", "longer than 768 bytes"),
+        ("{host}/{source}/{start}-{end}", "must contain {fingerprint}"),
+        ("{host}/{fingerprint}/{start}", "must contain {end}"),
+        ("%Y/{host}/{fingerprint}", "must contain {start}, {end}"),
+        ("{fingerprint}-{start}-{end}", "must contain {host}"),
+        ("{host}/{fingerprint}-{start}-{end}-{pid}", 'unknown field "{pid}"'),
+        ("%a/{host}/{fingerprint}-{start}-{end}", '"%a" depends on more than the time'),
+        ("%c{host}/{fingerprint}-{start}-{end}", '"%c" depends'),
+        ("x%/{host}/{fingerprint}-{start}-{end}", '"%/" depends'),
+        ("{host}/{fingerprint}-{start}-{end}%", '"%" depends'),
+        ("{host}/{fingerprint:>5}-{start}-{end}", "format specs"),
+        ("{host}/{fingerprint!r}-{start}-{end}", "format specs"),
+        ("{host}/{fingerprint-{start}-{end}", "unbalanced braces"),
+        ("/{host}/{fingerprint}-{start}-{end}", 'must not start with "/"'),
+        ("a//{host}/{fingerprint}-{start}-{end}", '"//"'),
+        ("../{host}/{fingerprint}-{start}-{end}", '".."'),
+        ("x" * 800 + "{host}/{fingerprint}-{start}-{end}", "longer than 768 bytes"),
     ],
 )
 def test_templates_that_are_not_deterministic_or_unique_are_refused(

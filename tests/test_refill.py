@@ -11,6 +11,7 @@ from shipper import refill
 from shipper.ledger import LedgerRecord
 from shipper.sources.checkpoints import Checkpoint
 from shipper.sources.fingerprint import Fingerprint
+from shipper.sources.markers import Marker, marker_of
 from shipper.spool import DamagedEntry, Segment, SpoolEntry
 
 LINES = [b'{"seq": %d, "msg": "words"}' % i for i in range(1000)]
@@ -24,7 +25,12 @@ def fingerprint_of(path: Path) -> Fingerprint:
     return Fingerprint(st.st_dev, st.st_ino, len(head), hashlib.sha256(head).hexdigest())
 
 
-def damaged(fp: Fingerprint, start: int, end: int, *, header: bool = True) -> DamagedEntry:
+MARK = Marker(1, "00" * 8)
+
+
+def damaged(
+    fp: Fingerprint, start: int, end: int, *, header: bool = True, marker: Marker = MARK
+) -> DamagedEntry:
     if not header:
         return DamagedEntry(Path("/s/x.entry"), "header checksum mismatch", fp.id, start, end)
     return DamagedEntry(
@@ -38,6 +44,8 @@ def damaged(fp: Fingerprint, start: int, end: int, *, header: bool = True) -> Da
         source="app",
         file_path="/l/app.log",
         first_time=5.0,
+        codec="zstd",
+        end_marker=marker,
     )
 
 
@@ -52,7 +60,7 @@ def spooled(start: int, end: int) -> SpoolEntry:
 
 
 def test_plan_sorts_damaged_entries_by_what_can_be_done() -> None:
-    known = {FP.id: Checkpoint(FP, "app", "/l/app.log", 500)}
+    known = {FP.id: Checkpoint(FP, "app", "/l/app.log", 500, markers=(Marker(500, "ab" * 8),))}
     delivered = [LedgerRecord("k-0", "app", Segment(FP, "/l/app.log", 0, 100, 3))]
     plan = refill.plan(
         [
@@ -69,10 +77,12 @@ def test_plan_sorts_damaged_entries_by_what_can_be_done() -> None:
         [spooled(100, 200)],
         delivered,
     )
-    assert [(h.start, h.end, h.first_time, h.source) for h in plan.holes] == [
-        (200, 300, 5.0, "app"),
-        (300, 400, None, "app"),
+    assert [(h.start, h.end, h.first_time, h.source, h.key) for h in plan.holes] == [
+        (200, 300, 5.0, "app", "k-200"),
+        (300, 400, None, "app", None),
     ]
+    # Checked against the header's end marker, else the file's checkpoint markers.
+    assert [h.markers for h in plan.holes] == [(MARK,), known[FP.id].markers]
     assert [(d.start, why) for d, why in plan.settled] == [
         (0, "already delivered"),
         (100, "already read again"),
@@ -83,9 +93,13 @@ def test_plan_sorts_damaged_entries_by_what_can_be_done() -> None:
 
 
 def hole_for(path: Path, start: int, end: int, fp: Fingerprint | None = None) -> refill.Hole:
+    """A hole as the header of an entry sealed from ``path`` now would describe it."""
     fp = fp or fingerprint_of(path)
-    entry = damaged(fp, start, end)
-    return refill.Hole(entry, "app", fp, str(path), start, end, 5.0)
+    data = path.read_bytes()
+    marker = marker_of(lambda n, at: data[at : at + n], end)
+    assert marker is not None
+    entry = damaged(fp, start, end, marker=marker)
+    return refill.Hole(entry, "app", fp, str(path), start, end, 5.0, (marker,), "k", "zstd")
 
 
 def read_all(hole: refill.Hole, places: list[Path], chunk: int = 4096) -> list[bytes]:
@@ -130,6 +144,53 @@ def test_a_file_that_changed_or_vanished_is_an_error(tmp_path: Path) -> None:
     path.unlink()
     with pytest.raises(refill.RefillError, match="no file holds"):
         read_all(gone, [tmp_path])
+
+
+def test_a_copytruncate_copy_holds_the_range(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.write_bytes(DATA)
+    hole = hole_for(path, ENDS[99], ENDS[199])
+    (tmp_path / "app.log.1").write_bytes(DATA)  # the copy, on another inode
+    os.truncate(path, 0)
+    assert read_all(hole, [tmp_path]) == LINES[100:200]
+
+
+def test_a_rewrite_with_the_same_first_line_is_not_taken(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.write_bytes(DATA)
+    hole = hole_for(path, ENDS[9], ENDS[19])
+    # Same inode, same first line, long enough; other lines.
+    path.write_bytes(LINES[0] + b"\n" + DATA[ENDS[0] :].replace(b"words", b"WORDS"))
+    with pytest.raises(refill.RefillError, match="no file holds"):
+        read_all(hole, [tmp_path])
+
+
+def test_the_right_one_of_two_compressed_files_with_one_banner(tmp_path: Path) -> None:
+    other = DATA.replace(b"words", b"other")
+    path = tmp_path / "app.log"
+    path.write_bytes(DATA)
+    hole = hole_for(path, ENDS[9], ENDS[19])
+    path.unlink()
+    (tmp_path / "app.log-1.gz").write_bytes(gzip.compress(LINES[0] + b"\n" + other[ENDS[0] :]))
+    (tmp_path / "app.log-2.gz").write_bytes(gzip.compress(DATA))
+    assert read_all(hole, [tmp_path]) == LINES[10:20]
+
+
+def test_a_range_that_starts_inside_a_private_key_block(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    block = b"-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\nqwertyQWERTY0123\n"
+    path.write_bytes(DATA + block + b"-----END RSA PRIVATE KEY-----\n" + DATA)
+    inside = len(DATA) + len(block) - 17  # the start of the last body line
+    outside = len(DATA) + len(block) + 30
+    tailer = refill.open_hole(
+        hole_for(path, 0, ENDS[5]), [tmp_path], chunk_bytes=4096, max_line_bytes=1 << 20
+    )
+    try:
+        assert refill.inside_key_block(tailer, inside)
+        assert not refill.inside_key_block(tailer, outside)
+        assert not refill.inside_key_block(tailer, ENDS[5])
+    finally:
+        tailer.close()
 
 
 def test_a_shorter_file_with_the_inode_is_not_taken(tmp_path: Path) -> None:

@@ -58,10 +58,10 @@ _AWS_SECRET_RE = re.compile(r"[A-Za-z0-9/+]{40}")
 _PEM_BODY_RE = re.compile(
     r"(?:(?<=\s)|^)(?:[A-Za-z0-9+/=]{4,}|(?:Proc-Type|DEK-Info|Comment):.*)\s*$|^\s*$"
 )
-_PEM_BEGIN_RE = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
-_PEM_END_RE = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+PEM_BEGIN_RE = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+PEM_END_RE = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
 #: A key in a plain-text log spans lines; after this many it is no key (an unmatched BEGIN).
-_PEM_MAX_LINES = 200
+PEM_MAX_LINES = 200
 _MAX_OPEN_STREAMS = 1024
 
 
@@ -336,6 +336,14 @@ class Redactor:
         digest = hmac.new(self.hash_key, data, hashlib.sha256).hexdigest()
         return f"hmac-sha256:{digest[:32]}"
 
+    def enter_key_block(self, stream: str) -> None:
+        """Start ``stream`` inside a private key block (lines read again from its middle)."""
+        if self._private_key:
+            self._pem_open[stream] = 0
+
+    def forget(self, stream: str) -> None:
+        self._pem_open.pop(stream, None)
+
     def follow(self, stream: str, record: dict[str, Any], *, text: bool) -> None:
         """A record that will not be shipped (sampled out) still opens or ends a key block."""
         if self._private_key:
@@ -356,7 +364,7 @@ class Redactor:
             return
         rest_from = 0
         if stream in self._pem_open:
-            end = _PEM_END_RE.search(line)
+            end = PEM_END_RE.search(line)
             body = None if end is not None else _PEM_BODY_RE.search(line)
             seen = self._pem_open.pop(stream) + 1
             if end is not None:
@@ -365,7 +373,7 @@ class Redactor:
                     self.counters["redacted_private_key"] += 1
                     replaced = self._replace_text(line[:rest_from], "private_key")
                     record[field] = replaced + line[rest_from:]
-            elif body is not None and seen <= _PEM_MAX_LINES:
+            elif body is not None and seen <= PEM_MAX_LINES:
                 self._pem_open[stream] = seen
                 if redact and body.end() > body.start():
                     self.counters["redacted_private_key"] += 1
@@ -373,8 +381,8 @@ class Redactor:
                     record[field] = line[: body.start()] + replaced
                 return
         # A BEGIN with no END after it (after this line's END, when it has one) opens one.
-        begin = _PEM_BEGIN_RE.search(line, rest_from) if "PRIVATE KEY" in line else None
-        if begin is not None and _PEM_END_RE.search(line, begin.end()) is None:
+        begin = PEM_BEGIN_RE.search(line, rest_from) if "PRIVATE KEY" in line else None
+        if begin is not None and PEM_END_RE.search(line, begin.end()) is None:
             if len(self._pem_open) >= _MAX_OPEN_STREAMS:
                 self._pem_open.clear()
             self._pem_open[stream] = 0

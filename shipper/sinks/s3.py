@@ -42,6 +42,10 @@ _RETRIABLE_CODES = frozenset(
         "InvalidDigest",
         "XAmzContentSHA256Mismatch",
         "IncompleteBody",
+        # Another request on the same key was in flight (a complete racing an abort).
+        "ConditionalRequestConflict",
+        # A multipart upload aborted under us (by a lifecycle rule): start it again.
+        "NoSuchUpload",
     }
 )
 _PERMANENT_CODES = frozenset(
@@ -127,9 +131,10 @@ class S3Sink:
         one is aborted at once, so parts are never leaked. A key already stored
         is found with a HEAD before any part is sent.
         """
-        if self._exists(obj.key):
-            return PutOutcome.ALREADY_PRESENT
+        stored = self._exists(obj.key)
         self._abort_uploads_of(obj.key)
+        if stored:
+            return PutOutcome.ALREADY_PRESENT
         upload_id = self.client.create_multipart_upload(
             Bucket=self.bucket,
             Key=obj.key,
@@ -170,22 +175,30 @@ class S3Sink:
         return PutOutcome.STORED
 
     def _exists(self, key: str) -> bool:
+        """Whether ``key`` is stored. Only an optimisation (the complete's
+        ``If-None-Match`` is the guard), so without read permission (403) it is
+        taken as not stored."""
         try:
             self.client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (403, 404):
                 return False
             raise
         return True
 
     def _abort_uploads_of(self, key: str) -> None:
-        """Abort multipart uploads of exactly ``key`` (a crash's leftovers)."""
-        listing = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
-        for upload in listing.get("Uploads", []):
-            if upload.get("Key") == key and "UploadId" in upload:
-                self.client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=upload["UploadId"]
-                )
+        """Abort multipart uploads of exactly ``key`` (a crash's leftovers).
+
+        Best effort: without ``s3:ListBucketMultipartUploads`` they are left to the
+        bucket's lifecycle rule (``AbortIncompleteMultipartUpload``).
+        """
+        with contextlib.suppress(ClientError):
+            listing = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+            for upload in listing.get("Uploads", []):
+                if upload.get("Key") == key and "UploadId" in upload:
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=key, UploadId=upload["UploadId"]
+                    )
 
     def close(self) -> None:
         self.client.close()

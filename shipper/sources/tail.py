@@ -84,6 +84,10 @@ class FileTailer:
         assert self._fd is not None
         return os.pread(self._fd, length, offset)
 
+    def pread(self, length: int, offset: int) -> bytes:
+        """Bytes of the file (decompressed, for a compressed one) at ``offset``."""
+        return self._pread(length, offset)
+
     def marker_at(self, end: int) -> Marker | None:
         """The marker of an end we read up to, taken while the file still holds those bytes."""
         marker = marker_of(self._pread, end)
