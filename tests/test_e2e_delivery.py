@@ -128,10 +128,17 @@ def test_crash_loop_with_kills_inside_the_upload_path(
             peak_kib = max(peak_kib, memory_kib(shipping.daemon.pid).get("VmHWM", 0))
             shipping.daemon.kill9()
         wait_writer(writer, timeout=600)
+        backlog = total - shipping.ledger_records()
         restarted = time.monotonic()
         shipping.daemon.start()
+        wait_for(
+            lambda: shipping.ledger_records() >= total,
+            300,
+            interval=0.2,
+            message="every line in the ledger",
+        )
+        drain_secs = time.monotonic() - restarted  # the ledger, not reading the store back
         delivered = shipping.wait_delivered(total, timeout=300)
-        drain_secs = time.monotonic() - restarted
         peak_kib = max(peak_kib, memory_kib(shipping.daemon.pid).get("VmHWM", 0))
         assert_exact(delivered, range(total))
         assert shipping.daemon.terminate() == ExitCode.OK
@@ -158,6 +165,7 @@ def test_crash_loop_with_kills_inside_the_upload_path(
         distinct_batches=len(distinct_batches),
         already_present=len(already_present),
         peak_rss_mib=round(peak_kib / 1024, 1),
+        backlog_lines_at_last_restart=backlog,
         drain_secs_after_last_restart=round(drain_secs, 1),
     )
 
