@@ -6,6 +6,7 @@ __all__ = ["main"]
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -23,6 +24,7 @@ from shipper.config import (
 from shipper.errors import ConfigError, ShipperError
 from shipper.exit_codes import ExitCode
 from shipper.logs import setup_logging
+from shipper.status import fetch_status, render_table, status_url
 
 log = logging.getLogger("shipper")
 
@@ -48,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     run = commands.add_parser("run", parents=[config_option], help="run the daemon")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    status = commands.add_parser(
+        "status",
+        parents=[config_option],
+        help="show what a running daemon is shipping (its /status endpoint)",
+    )
+    status.add_argument("--json", action="store_true", help="print the JSON as it is")
+    status.add_argument("--url", help="the status URL (default: from health.listen in the config)")
     return parser
 
 
@@ -98,8 +107,30 @@ def _run(args: argparse.Namespace) -> ExitCode:
     return code
 
 
+def _status(args: argparse.Namespace) -> ExitCode:
+    url = args.url
+    try:
+        if url is None:
+            health = _load(args.config).health
+            url = status_url(health.host, health.port)
+        status = fetch_status(url)
+    except ConfigError as exc:
+        print(f"invalid config:\n{exc}", file=sys.stderr)
+        return ExitCode.CONFIG_INVALID
+    except ShipperError as exc:
+        print(str(exc), file=sys.stderr)
+        return ExitCode.RUNTIME_ERROR
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        print(render_table(status))
+    return ExitCode.OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return int(_check_config(args))
+    if args.command == "status":
+        return int(_status(args))
     return int(_run(args))

@@ -97,6 +97,8 @@ class SourceSettings:
     #: Longer lines are cut to this length and flagged "truncated"; the rest is skipped.
     max_line_bytes: int = MiB
     multiline: MultilineSettings = field(default_factory=MultilineSettings)
+    #: A live file not written for this long is flagged stale in /status and logged.
+    stale_after_secs: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -631,6 +633,7 @@ def _parse_source(name: str, table: _Table, base_dir: Path) -> SourceSettings:
         read_chunk_bytes=table.size("read_chunk_bytes", MiB, 4 * KiB, 64 * MiB),
         max_line_bytes=table.size("max_line_bytes", MiB, 1 * KiB, 256 * MiB),
         multiline=_parse_multiline(table.table("multiline")),
+        stale_after_secs=table.seconds("stale_after_secs", 3600.0),
     )
 
 

@@ -24,6 +24,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import watchfiles
 
@@ -38,6 +39,7 @@ from shipper.health import HealthServer, Readiness
 from shipper.keys import compile_template
 from shipper.ledger import Ledger
 from shipper.logs import ThrottledLog
+from shipper.metrics import Metrics
 from shipper.processors.build import build_chain
 from shipper.recovery import resume_positions
 from shipper.sinks import Sink, build_sink
@@ -62,6 +64,7 @@ from shipper.sources.markers import Marker, remember
 from shipper.sources.multiline import LineJoiner, start_rule
 from shipper.sources.tail import FileTailer, LineChunk
 from shipper.spool import DamagedEntry, Spool, SpoolEntry
+from shipper.status import FileStatus
 from shipper.uploader import Uploader
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,8 @@ STORE_FAILING_GRACE_SECS = 10.0
 SPOOL_HIGH_WATERMARK = 0.9
 #: Wait before reading a damaged entry's lines again after a local error.
 REFILL_RETRY_SECS = 10.0
+#: How often (at most) live files are checked for having gone stale.
+STALE_CHECK_SECS = 30.0
 
 InodeKey = tuple[int, int]
 
@@ -218,12 +223,19 @@ class Daemon:
         #: Damaged spool entries whose lines are to be read again.
         self._refill_plan = refill.Plan([], [], [])
         self._refill_retry_at = 0.0
+        self.metrics = Metrics(self)
 
     # ----------------------------------------------------------------- lifecycle
 
     async def run(self) -> ExitCode:
         health = self.settings.health
-        server = HealthServer(health.host, health.port, self.readiness)
+        server = HealthServer(
+            health.host,
+            health.port,
+            self.readiness,
+            status=self.status,
+            metrics=self.metrics.render,
+        )
         await server.start()
         log.info("health endpoint listening", extra={"host": health.host, "port": server.port})
         try:
@@ -258,6 +270,130 @@ class Daemon:
             reasons.append(f"spool {used:.0%} full: reading is paused or about to be")
         return Readiness(reasons)
 
+    def file_status(self) -> list[FileStatus]:
+        """Every file open or idle now: size, how far it is shipped, when last written."""
+        now, mono = time.time(), time.monotonic()
+        found: list[FileStatus] = []
+        for active in self.active.values():
+            tailer = active.tailer
+            try:
+                st = tailer.stat()
+            except (OSError, AssertionError):
+                continue  # closed meanwhile
+            # A compressed file's decompressed size is known only once read through.
+            compressed = isinstance(tailer, CompressedFileTailer)
+            size = tailer.read_position if compressed else st.st_size
+            found.append(
+                self._status_of(
+                    tailer.source,
+                    tailer.path,
+                    tailer.fingerprint.id,
+                    size=size,
+                    mtime=st.st_mtime,
+                    last_read=now - (mono - tailer.last_growth),
+                    state="open",
+                    live=not tailer.rotated,
+                    fallback_offset=tailer.offset,
+                )
+            )
+        for parked in self._parked.values():
+            checkpoint = parked.checkpoint
+            found.append(
+                self._status_of(
+                    checkpoint.source,
+                    checkpoint.path,
+                    checkpoint.fingerprint.id,
+                    size=parked.size,
+                    mtime=parked.mtime_ns / 1e9,
+                    last_read=None,
+                    state="idle",
+                    live=not checkpoint.finished,
+                    fallback_offset=checkpoint.offset,
+                )
+            )
+        return sorted(found, key=lambda f: (f.source, f.path))
+
+    def _status_of(
+        self,
+        source: str,
+        path: str,
+        fid: str,
+        *,
+        size: int,
+        mtime: float,
+        last_read: float | None,
+        state: str,
+        live: bool,
+        fallback_offset: int,
+    ) -> FileStatus:
+        known = self.known.get(fid)
+        settings = self.settings.sources.get(source)
+        stale_after = settings.stale_after_secs if settings else float("inf")
+        return FileStatus(
+            source=source,
+            path=path,
+            fingerprint=fid,
+            size=size,
+            checkpoint=known.offset if known is not None else fallback_offset,
+            last_write=mtime,
+            last_read=last_read,
+            state=state,
+            stale=live and time.time() - mtime > stale_after,
+        )
+
+    @property
+    def state_dir(self) -> Path:
+        return self.settings.state_dir
+
+    def metric_gauges(self) -> dict[str, float | None]:
+        uploader = self.uploader
+        return {
+            "spool_bytes": self.spool.used_bytes,
+            "spool_entries": self.spool.entry_count,
+            "last_success": uploader.last_success if uploader else None,
+            "ready": 1.0 if self.readiness().ready else 0.0,
+        }
+
+    def status(self) -> dict[str, Any]:
+        """``GET /status``: files, stale sources, spool, uploads, readiness. No contents."""
+        files = self.file_status()
+        readiness = self.readiness()
+        uploader = self.uploader
+        return {
+            "files": [f.to_json() for f in files],
+            "stale": [f.path for f in files if f.stale],
+            "spool": {
+                "bytes": self.spool.used_bytes,
+                "entries": self.spool.entry_count,
+                "max_bytes": self.settings.spool.max_bytes,
+                "max_entries": self.settings.spool.max_entries,
+            },
+            "uploads": {
+                "queued": uploader.backlog if uploader else 0,
+                "last_success": uploader.last_success if uploader else None,
+                "failing_since": uploader.failing_since if uploader else None,
+            },
+            "readiness": {"ready": readiness.ready, "reasons": readiness.reasons},
+        }
+
+    async def _watch_stale(self) -> None:
+        """Log a live file that stopped being written, once, and when it starts again."""
+        warned: set[str] = set()
+        shortest = min(s.stale_after_secs for s in self.settings.sources.values())
+        interval = min(STALE_CHECK_SECS, max(1.0, shortest / 2))
+        while True:
+            await asyncio.sleep(interval)
+            stale = {f.fingerprint: f for f in self.file_status() if f.stale}
+            for fid, f in stale.items():
+                if fid not in warned:
+                    log.warning(
+                        "source file stale: not written for longer than stale_after_secs",
+                        extra={"path": f.path, "source": f.source, "last_write": f.last_write},
+                    )
+            for fid in warned - stale.keys():
+                log.info("stale source file written again", extra={"fingerprint": fid})
+            warned = set(stale)
+
     async def _run(self) -> ExitCode:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -272,6 +408,7 @@ class Daemon:
             concurrency=self.settings.sink.upload_concurrency,
             on_space_freed=self._space_freed.set,
             on_damaged=lambda damaged: loop.call_soon_threadsafe(self._found_damaged, damaged),
+            observe_latency=self.metrics.upload_seconds.observe,
         )
         for entry in spooled:
             self.uploader.submit(entry)
@@ -284,6 +421,7 @@ class Daemon:
             asyncio.create_task(self._watch(), name="watch"),
             asyncio.create_task(self._discover(), name="discover"),
             asyncio.create_task(self._persist_periodically(), name="checkpoints"),
+            asyncio.create_task(self._watch_stale(), name="stale"),
         ]
         for task in background:
             task.add_done_callback(_report_crash)
@@ -617,6 +755,7 @@ class Daemon:
             if active.tailer.replaced_in_place():
                 result.truncated = True
                 return result
+            before = active.tailer.offset
             chunk = active.tailer.read()
         except OSError as exc:
             result.error = exc
@@ -624,6 +763,8 @@ class Daemon:
         if chunk is None:
             return result
         result.got_bytes = True
+        self._counters["lines_read"] += len(chunk.lines)
+        self._counters["bytes_read"] += active.tailer.offset - before
         self._process(active, active.lines_of(chunk))
         more = self._seal_unsealed(active)
         result.entries += more.entries

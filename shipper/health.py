@@ -1,9 +1,10 @@
-"""The local health endpoint: liveness and readiness, served by aiohttp on the daemon's loop.
+"""The local HTTP endpoint, served by aiohttp on the daemon's own event loop.
 
 ``GET /healthz`` answers from the event loop itself, so an answer means the
 loop is responsive. ``GET /readyz`` is 200 when the daemon can do its job and
-503 with the reasons when it cannot. Neither says anything of records,
-credentials or paths.
+503 with the reasons when it cannot. ``GET /status`` is JSON about each file
+and ``GET /metrics`` the Prometheus text format. None of them carries a
+record's content or a credential.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ __all__ = ["HealthError", "HealthServer", "Readiness"]
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from shipper.errors import ShipperError
 
@@ -33,13 +36,26 @@ class Readiness:
 
 
 class HealthServer:
-    def __init__(self, host: str, port: int, readiness: Callable[[], Readiness]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        readiness: Callable[[], Readiness],
+        *,
+        status: Callable[[], dict[str, Any]] = dict,
+        metrics: Callable[[], bytes] = bytes,
+    ) -> None:
         self.host = host
         self.port = port
         self._readiness = readiness
-        app = web.Application()
+        self._status = status
+        self._metrics = metrics
+        # Requests are tiny: a large body or header is refused (413/400), not read.
+        app = web.Application(client_max_size=64 * 1024)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/status", self._status_page)
+        app.router.add_get("/metrics", self._metrics_page)
         # Slow or idle clients are dropped; the handlers never wait on anything.
         self._runner = web.AppRunner(
             app, access_log=None, keepalive_timeout=5.0, shutdown_timeout=1.0
@@ -61,6 +77,12 @@ class HealthServer:
 
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
+
+    async def _status_page(self, _: web.Request) -> web.Response:
+        return web.json_response(self._status())
+
+    async def _metrics_page(self, _: web.Request) -> web.Response:
+        return web.Response(body=self._metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _readyz(self, _: web.Request) -> web.Response:
         readiness = self._readiness()

@@ -78,6 +78,7 @@ class Uploader:
         concurrency: int,
         on_space_freed: Callable[[], None],
         on_damaged: Callable[[DamagedEntry], object] = lambda _: None,
+        observe_latency: Callable[[float], object] = lambda _: None,
         backoff: Backoff | None = None,
         access_retry_secs: float = 30.0,
     ) -> None:
@@ -89,6 +90,8 @@ class Uploader:
         self.on_space_freed = on_space_freed
         #: Called from an upload thread with an entry found damaged on disk.
         self.on_damaged = on_damaged
+        #: Called with the seconds each delivery's last attempt took.
+        self.observe_latency = observe_latency
         self.backoff = backoff or Backoff()
         #: The mean wait between attempts while the store refuses access.
         self.access_retry_secs = access_retry_secs
@@ -209,6 +212,8 @@ class Uploader:
             )
             self.counters[f"objects_{outcome.value}"] += 1
             self.counters["bytes_uploaded"] += entry.size
+            self.counters["records_shipped"] += entry.records
+            self.observe_latency(time.monotonic() - started)
             self.last_success = time.time()
             self._delivered.set()
             self._delivered = asyncio.Event()

@@ -632,6 +632,7 @@ BAD_SINK: list[tuple[dict[str, Any], str]] = [
     ({**S3, "sink.checksum_algorithm": "MD5"}, 'sink.checksum_algorithm: must be one of "CRC32"'),
     ({**S3, "sink.multipart_part_size": "1MiB"}, "multipart_part_size: must be between 5.0MiB"),
     ({**S3, "sink.tags": {f"t{i}": "v" for i in range(11)}}, "sink.tags: at most 10 tags"),
+    ({"sources.app.stale_after_secs": 0}, "sources.app.stale_after_secs: must be greater than 0"),
 ]
 
 

@@ -60,3 +60,33 @@ def test_an_address_in_use_is_a_clear_error() -> None:
                 await HealthServer("127.0.0.1", port, Readiness).start()
 
         asyncio.run(scenario())
+
+
+def test_status_url_and_table() -> None:
+    from shipper.status import render_table, status_url
+
+    assert status_url("0.0.0.0", 8686) == "http://127.0.0.1:8686/status"
+    assert status_url("::", 1) == "http://[::1]:1/status"
+    assert status_url("::1", 2) == "http://[::1]:2/status"
+    assert status_url("10.0.0.5", 3) == "http://10.0.0.5:3/status"
+    table = render_table(
+        {
+            "files": [
+                {
+                    "source": "app",
+                    "path": "/l/app.log",
+                    "size": 10,
+                    "checkpoint": 4,
+                    "lag_bytes": 6,
+                    "last_write": 0,
+                    "state": "open",
+                    "stale": True,
+                }
+            ],
+            "spool": {"bytes": 5, "entries": 1},
+            "uploads": {"last_success": None},
+            "readiness": {"ready": False, "reasons": ["starting"]},
+        }
+    )
+    assert "/l/app.log" in table and "open STALE" in table and "1970-01-01 00:00:00" in table
+    assert "ready: no\n  - starting" in table and "last upload: -" in table

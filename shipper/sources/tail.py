@@ -84,6 +84,11 @@ class FileTailer:
         assert self._fd is not None
         return os.pread(self._fd, length, offset)
 
+    def stat(self) -> os.stat_result:
+        """The open file's status (for a compressed file, the compressed file's)."""
+        assert self._fd is not None
+        return os.fstat(self._fd)
+
     def pread(self, length: int, offset: int) -> bytes:
         """Bytes of the file (decompressed, for a compressed one) at ``offset``."""
         return self._pread(length, offset)
