@@ -43,21 +43,29 @@ def value(
     return found.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def metrics_once_shipped(shipping: Shipping, records: int) -> Samples:
+    """``/metrics`` once it counts ``records`` shipped (the ledger is written first)."""
+    return wait_for(
+        lambda: (
+            (m := samples(shipping))
+            and value(m, "shipper_records_total", outcome="shipped") >= records
+            and m
+        ),
+        30,
+        message=f"{records} records shipped in /metrics",
+    )
+
+
 def test_metrics_and_status_move_as_lines_are_shipped(tmp_path: Path) -> None:
     shipping = Shipping(tmp_path, "directory")
     app = shipping.logs / "app.log"
     run_writer(app, 0, 500)
     with shipping.daemon:
         shipping.wait_delivered(500)
-        first = wait_for(
-            lambda: (
-                (m := samples(shipping))
-                and value(m, "shipper_records_total", outcome="shipped") >= 500
-                and m
-            ),
-            30,
-            message="500 records shipped in /metrics",
-        )
+        first = metrics_once_shipped(shipping, 500)
         assert value(first, "shipper_lines_read_total") == 500
         assert value(first, "shipper_bytes_read_total") == app.stat().st_size
         assert value(first, "shipper_records_total", outcome="shipped") == 500
@@ -69,15 +77,7 @@ def test_metrics_and_status_move_as_lines_are_shipped(tmp_path: Path) -> None:
         assert value(first, "shipper_last_upload_timestamp_seconds") > time.time() - 120
         run_writer(app, 500, 300)
         shipping.wait_delivered(800)
-        second = wait_for(
-            lambda: (
-                (m := samples(shipping))
-                and value(m, "shipper_records_total", outcome="shipped") >= 800
-                and m
-            ),
-            30,
-            message="800 records shipped in /metrics",
-        )
+        second = metrics_once_shipped(shipping, 800)
         assert value(second, "shipper_lines_read_total") == 800
         assert value(second, "shipper_backlog_bytes", source="app") == 0
         status = orjson.loads(get(shipping.health_url("/status")))
