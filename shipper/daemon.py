@@ -42,6 +42,7 @@ from shipper.logs import ThrottledLog
 from shipper.metrics import Metrics
 from shipper.processors.build import build_chain
 from shipper.recovery import resume_positions
+from shipper.sdnotify import Notifier
 from shipper.sinks import Sink, build_sink
 from shipper.sources.checkpoints import Checkpoint, CheckpointStore
 from shipper.sources.compressed import CompressedFileTailer, DecompressedStream, find_compressed
@@ -82,6 +83,8 @@ STORE_FAILING_GRACE_SECS = 10.0
 SPOOL_HIGH_WATERMARK = 0.9
 #: Wait before reading a damaged entry's lines again after a local error.
 REFILL_RETRY_SECS = 10.0
+#: How often systemd's STATUS= line is refreshed.
+SYSTEMD_STATUS_SECS = 10.0
 #: How often (at most) live files are checked for having gone stale.
 STALE_CHECK_SECS = 30.0
 
@@ -224,6 +227,7 @@ class Daemon:
         self._refill_plan = refill.Plan([], [], [])
         self._refill_retry_at = 0.0
         self.metrics = Metrics(self)
+        self.notifier = Notifier.from_env()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -430,6 +434,10 @@ class Daemon:
             "started",
             extra={"sources": sorted(self.settings.sources), "sink": self.settings.sink.type},
         )
+        self.notifier.notify(ready="1", status=self._status_line())
+        pings = asyncio.create_task(self._tell_systemd(), name="sd_notify")
+        pings.add_done_callback(_report_crash)
+        background.append(pings)
         try:
             await self._pump()
             return await self._drain()
@@ -441,6 +449,7 @@ class Daemon:
             await self._persist_checkpoints()
             self.ledger.close()
             self.sink.close()
+            self.notifier.close()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
             self._release_lock()
@@ -455,8 +464,35 @@ class Daemon:
             self._stopping.set()
         self._wake.set()
 
+    def _status_line(self) -> str:
+        """systemd's one-line STATUS=: what ``systemctl status`` shows."""
+        uploader = self.uploader
+        queued = uploader.backlog if uploader is not None else 0
+        state = "ready" if self.readiness().ready else "NOT READY"
+        return (
+            f"{state}; {len(self.active)} files open; spool {self.spool.used_bytes} bytes"
+            f" in {self.spool.entry_count} batches; {queued} uploads queued"
+        )
+
+    async def _tell_systemd(self) -> None:
+        """Watchdog pings from the event loop itself, and a fresh STATUS= now and then."""
+        if not self.notifier.enabled:
+            return
+        interval = self.notifier.watchdog_interval_secs
+        tick = min(interval, SYSTEMD_STATUS_SECS) if interval else SYSTEMD_STATUS_SECS
+        last_status = time.monotonic()
+        while True:
+            await asyncio.sleep(tick)
+            fields = {"watchdog": "1"} if interval else {}
+            if time.monotonic() - last_status >= SYSTEMD_STATUS_SECS:
+                fields["status"] = self._status_line()
+                last_status = time.monotonic()
+            if fields:
+                self.notifier.notify(**fields)
+
     async def _drain(self) -> ExitCode:
         assert self.uploader is not None
+        self.notifier.notify(stopping="1", status="stopping: draining uploads")
         timeout = self.settings.shutdown_timeout_secs
         drained = asyncio.create_task(self.uploader.drain(timeout))
         forced = asyncio.create_task(self._forced.wait())
