@@ -65,6 +65,8 @@ CONFIG_ENV_VAR = "SHIPPER_CONFIG"
 ReadFrom = Literal["beginning", "end"]
 SinkType = Literal["s3", "directory"]
 Codec = Literal["zstd", "gzip"]
+#: Each codec's compression level when the config sets none.
+DEFAULT_COMPRESSION_LEVEL: Mapping[str, int] = MappingProxyType({"zstd": 3, "gzip": 6})
 ChecksumAlgorithm = Literal["CRC32", "SHA256"]
 ServerSideEncryption = Literal["AES256", "aws:kms"]
 ObjectLockMode = Literal["GOVERNANCE", "COMPLIANCE"]
@@ -964,7 +966,7 @@ def _parse_sink(table: _Table | None, base_dir: Path) -> SinkSettings | None:
         region=table.optional_string("region"),
         codec=codec,
         compression_level=table.integer(
-            "compression_level", 3 if codec == "zstd" else 6, 1, 22 if codec == "zstd" else 9
+            "compression_level", DEFAULT_COMPRESSION_LEVEL[codec], 1, 22 if codec == "zstd" else 9
         ),
         upload_concurrency=table.integer("upload_concurrency", 4, 1, 64),
         key_template=key_template,

@@ -30,7 +30,7 @@ import watchfiles
 
 from shipper import refill
 from shipper.batching import Batch, Batcher, BatchLimits
-from shipper.config import Settings
+from shipper.config import DEFAULT_COMPRESSION_LEVEL, Settings
 from shipper.encoding import encode_batch
 from shipper.errors import StateError
 from shipper.exit_codes import ExitCode
@@ -557,12 +557,7 @@ class Daemon:
 
     def _found_damaged(self, damaged: DamagedEntry) -> None:
         """An upload found an entry damaged on disk: read its lines again soon."""
-        more = refill.plan([damaged], self.known, [], [])
-        self._refill_plan = refill.Plan(
-            self._refill_plan.holes + more.holes,
-            self._refill_plan.settled + more.settled,
-            self._refill_plan.lost + more.lost,
-        )
+        self._refill_plan.extend(refill.plan([damaged], self.known, [], []))
         self._wake.set()
 
     async def _refill_damaged(self) -> None:
@@ -876,11 +871,15 @@ class Daemon:
         ``key`` and ``codec`` replace the configured ones for a batch sealed again.
         """
         sink = self.settings.sink
+        if codec is None or codec == sink.codec:
+            codec, level = sink.codec, sink.compression_level
+        else:
+            level = DEFAULT_COMPRESSION_LEVEL[codec]
         encoded = encode_batch(
             batch,
             keys=self.keys,
-            codec=codec or sink.codec,
-            compression_level=sink.compression_level if codec in (None, sink.codec) else 3,
+            codec=codec,
+            compression_level=level,
             end_marker=end_marker,
         )
         if key is not None:

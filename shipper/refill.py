@@ -65,6 +65,11 @@ class Plan:
     def pending(self) -> bool:
         return bool(self.holes or self.settled or self.lost)
 
+    def extend(self, other: Plan) -> None:
+        self.holes.extend(other.holes)
+        self.settled.extend(other.settled)
+        self.lost.extend(other.lost)
+
 
 def plan(
     damaged: Iterable[DamagedEntry],
