@@ -16,7 +16,7 @@ from shipper.exit_codes import ExitCode
 from tests.e2e_harness import Shipping
 from tests.support.daemon import run_cli
 from tests.support.producers import run_writer
-from tests.support.store import wait_for
+from tests.support.store import assert_exact, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -94,6 +94,7 @@ def test_metrics_and_status_move_as_lines_are_shipped(tmp_path: Path) -> None:
         as_json = run_cli(["status", "--url", url, "--json"])
         assert orjson.loads(as_json.stdout)["files"][0]["path"] == str(app)
         assert shipping.daemon.terminate() == ExitCode.OK
+    assert_exact(shipping.delivered(), range(800))
     nobody = run_cli(["status", "--url", url])
     assert nobody.returncode == ExitCode.RUNTIME_ERROR and "no shipper status" in nobody.stderr
 
