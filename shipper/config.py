@@ -10,12 +10,14 @@ __all__ = [
     "CONFIG_ENV_VAR",
     "DEFAULT_CONFIG_PATH",
     "BatchSettings",
+    "DiskSettings",
     "EnrichSettings",
     "HealthSettings",
     "MultilineSettings",
     "ParseSettings",
     "ReadFrom",
     "RedactSettings",
+    "RetentionSettings",
     "SampleSettings",
     "Settings",
     "SinkSettings",
@@ -201,6 +203,31 @@ class SinkSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RetentionSettings:
+    """Deleting rotated files the ledger proves shipped; both limits off by default."""
+
+    #: A shipped rotated file last written longer ago than this is deleted.
+    max_age_secs: float | None = None
+    #: While all rotated files together are larger, the oldest shipped ones are deleted.
+    max_total_bytes: int | None = None
+
+
+OnCritical = Literal["keep", "delete_unshipped"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiskSettings:
+    """The disk guard, per filesystem holding log files or the state directory."""
+
+    #: Above this fraction in use, shipped rotated files are deleted, oldest first.
+    high_watermark: float = 0.90
+    #: Above this, ``on_critical`` decides: keep unshipped files (and alert), or delete them.
+    critical_watermark: float = 0.95
+    on_critical: OnCritical = "keep"
+    check_interval_secs: float = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HealthSettings:
     listen: str = "127.0.0.1:8686"
     host: str = "127.0.0.1"
@@ -219,6 +246,8 @@ class Settings:
     batch: BatchSettings = field(default_factory=BatchSettings)
     spool: SpoolSettings = field(default_factory=SpoolSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    disk: DiskSettings = field(default_factory=DiskSettings)
     poll_interval_secs: float = 1.0
     #: Whether file change events (inotify) wake the reader; off, polling alone finds
     #: changes every ``poll_interval_secs`` (NFS, some overlay filesystems).
@@ -264,6 +293,8 @@ _BATCH_KEYS = _keys(BatchSettings)
 _SPOOL_KEYS = _keys(SpoolSettings)
 _SINK_KEYS = _keys(SinkSettings)
 _HEALTH_KEYS = _keys(HealthSettings, "host", "port")
+_RETENTION_KEYS = _keys(RetentionSettings)
+_DISK_KEYS = _keys(DiskSettings)
 
 _SOURCE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]*[a-z0-9]")
@@ -332,6 +363,8 @@ def parse_config(
     spool = _parse_spool(root.table("spool"), batch)
     sink = _parse_sink(root.table("sink", required=True), base_dir)
     health = _parse_health(root.table("health"))
+    retention = _parse_retention(root.table("retention"))
+    disk = _parse_disk(root.table("disk"))
     poll_interval = root.seconds("poll_interval_secs", 1.0)
     shutdown_timeout = root.seconds("shutdown_timeout_secs", 30.0, allow_zero=True)
     file_events = root.boolean("file_events", True)
@@ -351,6 +384,8 @@ def parse_config(
         spool=spool,
         sink=sink,
         health=health,
+        retention=retention,
+        disk=disk,
         poll_interval_secs=poll_interval,
         file_events=file_events,
         shutdown_timeout_secs=shutdown_timeout,
@@ -1068,6 +1103,39 @@ def _is_http_url(url: str) -> bool:
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _parse_retention(table: _Table | None) -> RetentionSettings:
+    if table is None:
+        return RetentionSettings()
+    table.check_keys(_RETENTION_KEYS)
+    max_age = table.seconds("max_age_secs", 0.0) if "max_age_secs" in table.data else None
+    max_total = table.size("max_total_bytes", 0, 0) if "max_total_bytes" in table.data else None
+    return RetentionSettings(max_age_secs=max_age or None, max_total_bytes=max_total)
+
+
+def _parse_disk(table: _Table | None) -> DiskSettings:
+    """The watermarks are fractions of the filesystem in use; critical at or above high."""
+    if table is None:
+        return DiskSettings()
+    table.check_keys(_DISK_KEYS)
+    defaults = DiskSettings()
+    reported = len(table.problems)
+    high = table.fraction("high_watermark", defaults.high_watermark)
+    critical = table.fraction("critical_watermark", defaults.critical_watermark)
+    if len(table.problems) == reported and critical < high:
+        table.problem(
+            "critical_watermark", f"must be at least high_watermark ({high}), got {critical}"
+        )
+    on_critical = table.choice("on_critical", get_args(OnCritical), defaults.on_critical)
+    return DiskSettings(
+        high_watermark=high,
+        critical_watermark=critical,
+        on_critical=cast(OnCritical, on_critical),
+        check_interval_secs=table.seconds(
+            "check_interval_secs", defaults.check_interval_secs, most=3600
+        ),
+    )
 
 
 def _parse_health(table: _Table | None) -> HealthSettings:

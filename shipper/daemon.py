@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import fcntl
 import functools
+import hashlib
 import logging
 import os
 import signal
@@ -21,20 +22,23 @@ import socket
 import stat
 import time
 from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import orjson
 import watchfiles
 
 from shipper import refill
 from shipper.batching import Batch, Batcher, BatchLimits
 from shipper.config import DEFAULT_COMPRESSION_LEVEL, Settings
-from shipper.encoding import encode_batch
+from shipper.encoding import EncodedBatch, compress, encode_batch
 from shipper.errors import StateError
 from shipper.exit_codes import ExitCode
 from shipper.fsutil import printable_path
+from shipper.guard import DiskGuard, GuardSnapshot
 from shipper.health import HealthServer, Readiness
 from shipper.keys import compile_template
 from shipper.ledger import Ledger
@@ -42,7 +46,9 @@ from shipper.logs import ThrottledLog
 from shipper.metrics import Metrics
 from shipper.processors.build import build_chain
 from shipper.recovery import resume_positions
+from shipper.retention import Loss, RotatedFile
 from shipper.sdnotify import Notifier
+from shipper.shipped import ShippedIndex
 from shipper.sinks import Sink, build_sink
 from shipper.sources.checkpoints import Checkpoint, CheckpointStore
 from shipper.sources.compressed import CompressedFileTailer, DecompressedStream, find_compressed
@@ -53,6 +59,7 @@ from shipper.sources.discovery import (
     source_of,
     watch_roots,
 )
+from shipper.sources.fingerprint import Fingerprint
 from shipper.sources.identify import (
     ByHead,
     Identified,
@@ -64,7 +71,7 @@ from shipper.sources.identify import (
 from shipper.sources.markers import Marker, remember
 from shipper.sources.multiline import LineJoiner, start_rule
 from shipper.sources.tail import FileTailer, LineChunk
-from shipper.spool import DamagedEntry, Spool, SpoolEntry
+from shipper.spool import DamagedEntry, Segment, Spool, SpoolEntry
 from shipper.status import FileStatus
 from shipper.uploader import Uploader
 
@@ -226,6 +233,13 @@ class Daemon:
         #: Damaged spool entries whose lines are to be read again.
         self._refill_plan = refill.Plan([], [], [])
         self._refill_retry_at = 0.0
+        #: What the ledger proves delivered, per file: retention deletes by it.
+        self.shipped = ShippedIndex()
+        self.guard = DiskGuard(settings, self.shipped, self)
+        # Held by the reader for each round and by each scan; the guard takes both to
+        # let go of a file it deletes while neither is half-way through it.
+        self._reading = asyncio.Lock()
+        self._scanning = asyncio.Lock()
         self.metrics = Metrics(self)
         self.notifier = Notifier.from_env()
 
@@ -272,6 +286,11 @@ class Daemon:
         )
         if used >= SPOOL_HIGH_WATERMARK:
             reasons.append(f"spool {used:.0%} full: reading is paused or about to be")
+        for path, ratio in sorted(self.guard.critical.items()):
+            reasons.append(
+                f"filesystem of {path} {ratio:.1%} full: above disk.critical_watermark"
+                f" ({self.settings.disk.critical_watermark:.0%})"
+            )
         return Readiness(reasons)
 
     def file_status(self) -> list[FileStatus]:
@@ -356,7 +375,12 @@ class Daemon:
             "spool_entries": self.spool.entry_count,
             "last_success": uploader.last_success if uploader else None,
             "ready": 1.0 if self.readiness().ready else 0.0,
+            "disk_critical": 1.0 if self.guard.critical else 0.0,
         }
+
+    def filesystem_usage(self) -> dict[str, float]:
+        """The used fraction of each filesystem the disk guard watches, by a path on it."""
+        return {u.path: u.ratio for u in self.guard.usage.values()}
 
     def status(self) -> dict[str, Any]:
         """``GET /status``: files, stale sources, spool, uploads, readiness. No contents."""
@@ -412,6 +436,7 @@ class Daemon:
             concurrency=self.settings.sink.upload_concurrency,
             on_space_freed=self._space_freed.set,
             on_damaged=lambda damaged: loop.call_soon_threadsafe(self._found_damaged, damaged),
+            on_delivered=self.shipped.add_entry,
             observe_latency=self.metrics.upload_seconds.observe,
         )
         for entry in spooled:
@@ -426,6 +451,7 @@ class Daemon:
             asyncio.create_task(self._discover(), name="discover"),
             asyncio.create_task(self._persist_periodically(), name="checkpoints"),
             asyncio.create_task(self._watch_stale(), name="stale"),
+            asyncio.create_task(self.guard.run(), name="disk_guard"),
         ]
         for task in background:
             task.add_done_callback(_report_crash)
@@ -516,6 +542,7 @@ class Daemon:
     def counters(self) -> dict[str, int]:
         result = dict(self.chain.counters)
         result.update(self._counters)
+        result.update(self.guard.counters)
         if self.uploader is not None:
             result.update(self.uploader.counters)
         return result
@@ -534,6 +561,7 @@ class Daemon:
         except OSError as exc:
             raise StateError(f"state_dir {state_dir}: {exc}") from exc
         self.known = resume_positions(checkpoints, spooled, delivered)
+        self.shipped.load(delivered)
         for entry in damaged:
             # A file that only a damaged entry still names (its checkpoints lost too):
             # known from that entry's end, so it is not read from byte 0 as new.
@@ -685,12 +713,13 @@ class Daemon:
             while not self._stopping.is_set():
                 if not await self._wait_for_spool_space():
                     break
-                if self._refill_plan.pending and time.monotonic() >= self._refill_retry_at:
-                    await self._refill_damaged()
-                progressed = await self._read_round()
-                await self._seal_aged()
-                await self._finish_done_files()
-                await self._park_idle_files()
+                async with self._reading:
+                    if self._refill_plan.pending and time.monotonic() >= self._refill_retry_at:
+                        await self._refill_damaged()
+                    progressed = await self._read_round()
+                    await self._seal_aged()
+                    await self._finish_done_files()
+                    await self._park_idle_files()
                 if not progressed:
                     await self._idle()
         finally:
@@ -1046,9 +1075,94 @@ class Daemon:
             self._waiting_to_open = 0
             self._rescan.set()  # waiting files may now be opened
 
+    # ------------------------------------------------------- retention and disk guard
+
+    def guard_snapshot(self) -> GuardSnapshot:
+        live: set[InodeKey] = set(self._preopened) | self._waiting_inodes
+        open_rotated: dict[InodeKey, Checkpoint] = {}
+        for inode, active in self.active.items():
+            tailer = active.tailer
+            checkpoint = self.known.get(tailer.fingerprint.id)
+            if checkpoint is None:
+                live.add(inode)
+            elif tailer.rotated or checkpoint.rotated or tailer.path != checkpoint.origin:
+                open_rotated[inode] = replace(checkpoint)
+            else:
+                live.add(inode)
+        known = {fid: replace(c) for fid, c in self.known.items()}
+        return GuardSnapshot(known=known, live=live, open_rotated=open_rotated)
+
+    @contextlib.asynccontextmanager
+    async def reader_paused(self) -> AsyncIterator[None]:
+        async with self._scanning, self._reading:
+            yield
+
+    def release_file(self, inode: InodeKey, fid: str | None) -> None:
+        """Let go of a file being deleted: unsealed lines in it are in the gap record."""
+        active = self.active.pop(inode, None)
+        if active is not None:
+            active.tailer.close()
+            fid = fid or active.tailer.fingerprint.id
+        self._parked.pop(inode, None)
+        checkpoint = self.known.get(fid) if fid is not None else None
+        if checkpoint is not None and not checkpoint.finished:
+            checkpoint.finished = True
+            self._checkpoints_dirty = True
+
+    def seal_gap(self, file: RotatedFile, loss: Loss, reason: str) -> SpoolEntry:
+        """Spool the record of lines deleted unshipped, as an object beside the batches."""
+        now = time.time()
+        # A file never identified (a compressed file matching no known one) is named
+        # by where it was: its device and inode, with no first line.
+        fingerprint = loss.fingerprint or Fingerprint(file.dev, file.ino, 0, "")
+        path = printable_path(file.path)
+        record = {
+            "shipper_gap": True,
+            "reason": f"deleted unshipped: {reason}",
+            "host": self.host,
+            "source": file.source,
+            "path": path,
+            "fingerprint": fingerprint.id,
+            "start": loss.start,
+            "end": loss.end,
+            "lines": loss.lines,
+            "compressed": file.compressed,
+            "deleted_at": datetime.fromtimestamp(now, tz=timezone.utc).isoformat(),
+        }
+        body = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        key = self.keys.render(
+            source=file.source,
+            fingerprint_id=fingerprint.id,
+            start=loss.start,
+            end=loss.end,
+            first_time=now,
+        )
+        sink = self.settings.sink
+        gap = EncodedBatch(
+            key=key.removesuffix(self.keys.suffix) + ".gap" + self.keys.suffix,
+            source=file.source,
+            segments=(Segment(fingerprint, path, loss.start, loss.end, loss.lines),),
+            records=0,
+            body=compress(body, sink.codec, sink.compression_level),
+            body_sha256=hashlib.sha256(body).hexdigest(),
+            uncompressed_bytes=len(body),
+            codec=sink.codec,
+            first_time=now,
+            kind="gap",
+        )
+        return self.spool.seal(gap)
+
+    def submit(self, entry: SpoolEntry) -> None:
+        assert self.uploader is not None
+        self.uploader.submit(entry)
+
     # ---------------------------------------------------------------- discovery
 
     async def _scan(self, *, initial: bool) -> None:
+        async with self._scanning:
+            await self._scan_now(initial=initial)
+
+    async def _scan_now(self, *, initial: bool) -> None:
         found = await asyncio.to_thread(discover, self.settings.sources)
         by_inode, by_head = self._known_index()
         self._copies_this_scan = set()

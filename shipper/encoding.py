@@ -42,6 +42,8 @@ class EncodedBatch:
     #: The checksum of the source bytes just before ``end``: proves, when the range
     #: is read again, that it is read from the same bytes.
     end_marker: Marker | None = None
+    #: "batch", or "gap": a record of lines deleted before they were shipped.
+    kind: str = "batch"
 
 
 def encode_batch(

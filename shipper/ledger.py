@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from shipper.sources.markers import Marker
 from shipper.spool import Segment, SpoolEntry
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,11 @@ class LedgerRecord:
     key: str
     source: str
     segment: Segment
+    #: The checksum of the source bytes before the segment's end: with it, a file
+    #: found later can be proven to hold exactly what was shipped (retention).
+    end_marker: Marker | None = None
+    #: "batch", or "gap": the record of a range deleted unshipped, not a delivery of it.
+    kind: str = "batch"
 
 
 class Ledger:
@@ -66,20 +72,22 @@ class Ledger:
     def append(self, entry: SpoolEntry, *, outcome: str) -> None:
         """Record ``entry`` as delivered and make that durable before returning."""
         assert self._fd is not None, "ledger not opened"
-        line = orjson.dumps(
-            {
-                "v": LEDGER_FORMAT_VERSION,
-                "key": entry.key,
-                "source": entry.source,
-                "segments": [s.to_json() for s in entry.segments],
-                "records": entry.records,
-                "body_sha256": entry.body_sha256,
-                "uncompressed_bytes": entry.uncompressed_bytes,
-                "outcome": outcome,
-                "delivered_at": time.time(),
-            },
-            option=orjson.OPT_APPEND_NEWLINE,
-        )
+        record: dict[str, Any] = {
+            "v": LEDGER_FORMAT_VERSION,
+            "key": entry.key,
+            "source": entry.source,
+            "segments": [s.to_json() for s in entry.segments],
+            "records": entry.records,
+            "body_sha256": entry.body_sha256,
+            "uncompressed_bytes": entry.uncompressed_bytes,
+            "outcome": outcome,
+            "delivered_at": time.time(),
+        }
+        if entry.end_marker is not None:
+            record["end_marker"] = entry.end_marker.to_json()
+        if entry.kind != "batch":
+            record["kind"] = entry.kind
+        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         size = os.fstat(self._fd).st_size
         try:
             written = os.write(self._fd, line)
@@ -99,9 +107,14 @@ class Ledger:
 
 def _parse(line: bytes) -> Iterator[LedgerRecord]:
     data: dict[str, Any] = orjson.loads(line)
-    for segment in data["segments"]:
+    segments = data["segments"]
+    marker = data.get("end_marker")
+    for i, segment in enumerate(segments):
         yield LedgerRecord(
             key=str(data["key"]),
             source=str(data["source"]),
             segment=Segment.from_json(segment),
+            # The marker is of the entry's end: the last segment's.
+            end_marker=Marker.from_json(marker) if marker and i == len(segments) - 1 else None,
+            kind=str(data.get("kind", "batch")),
         )

@@ -51,9 +51,12 @@ def setup_logging(level: str = "INFO") -> None:
 class ThrottledLog:
     """Logs a repeated warning at most once per interval, with how many were held back."""
 
-    def __init__(self, logger: logging.Logger, *, interval_secs: float) -> None:
+    def __init__(
+        self, logger: logging.Logger, *, interval_secs: float, level: int = logging.WARNING
+    ) -> None:
         self.logger = logger
         self.interval_secs = interval_secs
+        self.level = level
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
@@ -65,4 +68,4 @@ class ThrottledLog:
             return
         self._last[message] = now
         suppressed = self._suppressed.pop(message, 0)
-        self.logger.warning(message, extra={**fields, "suppressed_since_last": suppressed})
+        self.logger.log(self.level, message, extra={**fields, "suppressed_since_last": suppressed})

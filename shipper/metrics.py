@@ -44,6 +44,7 @@ class MetricsSource(Protocol):
     def counters(self) -> Mapping[str, int]: ...
     def file_status(self) -> list[FileStatus]: ...
     def metric_gauges(self) -> Mapping[str, float | None]: ...
+    def filesystem_usage(self) -> Mapping[str, float]: ...
 
     @property
     def state_dir(self) -> Path: ...
@@ -102,6 +103,26 @@ class _Snapshot(Collector):
         yield _counter(
             "spool_lost", "Damaged spool entries whose lines were lost.", counters.get("spool_lost")
         )
+        yield _labelled(
+            counters,
+            "deleted_files_",
+            "shipper_deleted_files",
+            "Rotated files deleted by retention or the disk guard.",
+            "reason",
+        )
+        yield _labelled(
+            counters,
+            "deleted_bytes_",
+            "shipper_deleted_bytes",
+            "Bytes of shipped rotated files deleted.",
+            "reason",
+        )
+        for what in ("files", "lines", "bytes"):
+            yield _counter(
+                f"lost_{what}",
+                f"Unshipped {what} deleted above the critical watermark (each has a gap record).",
+                counters.get(f"lost_{what}"),
+            )
         gauges = self.source.metric_gauges()
         for name, (help_text, key) in _GAUGES.items():
             value = gauges.get(key)
@@ -121,13 +142,19 @@ class _Snapshot(Collector):
             stale.add_metric([source], sum(1 for f in files if f.stale))
         yield backlog
         yield stale
-        usage = _filesystem_usage(self.source.state_dir)
-        if usage is not None:
-            yield GaugeMetricFamily(
-                "shipper_filesystem_used_ratio",
-                "Fraction of the state directory's filesystem in use.",
-                value=usage,
-            )
+        usage = dict(self.source.filesystem_usage())
+        if not usage:  # before the guard's first pass
+            state_dir = _filesystem_usage(self.source.state_dir)
+            if state_dir is not None:
+                usage[str(self.source.state_dir)] = state_dir
+        filesystems = GaugeMetricFamily(
+            "shipper_filesystem_used_ratio",
+            "Fraction in use of each filesystem the disk guard watches (by a path on it).",
+            labels=["path"],
+        )
+        for path, ratio in sorted(usage.items()):
+            filesystems.add_metric([path], ratio)
+        yield filesystems
         info = GaugeMetricFamily("shipper_build_info", "Build information.", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
@@ -141,6 +168,7 @@ _GAUGES: dict[str, tuple[str, str]] = {
         "last_success",
     ),
     "ready": ("1 when ready (see /readyz).", "ready"),
+    "disk_critical": ("1 while a watched filesystem is above critical_watermark.", "disk_critical"),
 }
 
 

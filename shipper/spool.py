@@ -99,6 +99,8 @@ class SpoolEntry:
     size: int
     first_time: float = 0.0
     end_marker: Marker | None = None
+    #: "batch" (lines of a file) or "gap" (a record of lines deleted unshipped).
+    kind: str = "batch"
 
     @property
     def lines(self) -> int:
@@ -339,6 +341,7 @@ class Spool:
             size=size,
             first_time=float(header.get("first_time", 0.0)),
             end_marker=_marker(header),
+            kind=str(header.get("kind", "batch")),
         )
 
     def seal(self, batch: EncodedBatch) -> SpoolEntry:
@@ -356,6 +359,8 @@ class Spool:
         }
         if batch.end_marker is not None:
             header["end_marker"] = batch.end_marker.to_json()
+        if batch.kind != "batch":
+            header["kind"] = batch.kind
         data = encode_entry(header, batch.body)
         with self._lock:
             seq = self._next_seq

@@ -78,6 +78,7 @@ class Uploader:
         concurrency: int,
         on_space_freed: Callable[[], None],
         on_damaged: Callable[[DamagedEntry], object] = lambda _: None,
+        on_delivered: Callable[[SpoolEntry], object] = lambda _: None,
         observe_latency: Callable[[float], object] = lambda _: None,
         backoff: Backoff | None = None,
         access_retry_secs: float = 30.0,
@@ -90,6 +91,8 @@ class Uploader:
         self.on_space_freed = on_space_freed
         #: Called from an upload thread with an entry found damaged on disk.
         self.on_damaged = on_damaged
+        #: Called on the event loop with each entry once the ledger holds it.
+        self.on_delivered = on_delivered
         #: Called with the seconds each delivery's last attempt took.
         self.observe_latency = observe_latency
         self.backoff = backoff or Backoff()
@@ -210,6 +213,7 @@ class Uploader:
                     "secs": time.monotonic() - started,
                 },
             )
+            self.on_delivered(entry)
             self.counters[f"objects_{outcome.value}"] += 1
             self.counters["bytes_uploaded"] += entry.size
             self.counters["records_shipped"] += entry.records

@@ -73,7 +73,9 @@ def test_metrics_and_status_move_as_lines_are_shipped(tmp_path: Path) -> None:
         assert value(first, "shipper_upload_duration_seconds_count") >= 1
         assert value(first, "shipper_build_info", version="0.1.0") == 1
         assert value(first, "shipper_ready") == 1
-        assert 0 < value(first, "shipper_filesystem_used_ratio") < 1
+        filesystems = [v for (n, _), v in first.items() if n == "shipper_filesystem_used_ratio"]
+        assert filesystems and all(0 < v < 1 for v in filesystems)
+        assert value(first, "shipper_disk_critical") == 0
         assert value(first, "shipper_last_upload_timestamp_seconds") > time.time() - 120
         run_writer(app, 500, 300)
         shipping.wait_delivered(800)

@@ -42,6 +42,18 @@ class Checkpoint:
     finished: bool = False
     #: The file this one is a copy of (copytruncate), continued where that one stopped.
     copy_of: str | None = None
+    #: The path it was first found at. A file no longer there was renamed by a
+    #: rotation (``app.log`` → ``app.log.1``), even where the globs still match it.
+    origin: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.origin:
+            self.origin = self.path
+
+    @property
+    def rotated(self) -> bool:
+        """Renamed away from where it was first found, a copy, or finished: not the live file."""
+        return self.finished or self.copy_of is not None or self.path != self.origin
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -56,6 +68,8 @@ class Checkpoint:
             doc["finished"] = True
         if self.copy_of is not None:
             doc["copy_of"] = self.copy_of
+        if self.origin != self.path:
+            doc["origin"] = self.origin
         return doc
 
     @classmethod
@@ -69,6 +83,7 @@ class Checkpoint:
             markers=tuple(Marker.from_json(m) for m in data.get("markers", ())),
             finished=bool(data.get("finished", False)),
             copy_of=None if data.get("copy_of") is None else str(data["copy_of"]),
+            origin=str(data.get("origin") or ""),
         )
 
 

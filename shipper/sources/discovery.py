@@ -30,18 +30,23 @@ def is_excluded(path: str, exclude: Iterable[str]) -> bool:
     return any(fnmatchcase(path if "/" in p else name, p) for p in exclude)
 
 
-def discover(sources: Mapping[str, SourceSettings]) -> list[tuple[str, str]]:
+def discover(
+    sources: Mapping[str, SourceSettings], *, compressed: bool = False
+) -> list[tuple[str, str]]:
     """``(source name, path)`` for every regular file selected; the first source (by name) wins.
 
     Compressed files are never tailed as text (``app.log*`` matches ``app.log.2.gz``):
     they are read only to finish a rotated file compressed before it was finished.
+    ``compressed=True`` lists them too (retention deletes them).
     """
     found: dict[str, str] = {}
     for name in sorted(sources):
         source = sources[name]
         for pattern in source.include:
             for path in sorted(glob.glob(pattern, recursive=True)):
-                if path in found or is_excluded(path, source.exclude) or is_compressed(path):
+                if path in found or is_excluded(path, source.exclude):
+                    continue
+                if is_compressed(path) and not compressed:
                     continue
                 if os.path.isfile(path):
                     found[path] = name
