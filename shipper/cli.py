@@ -88,7 +88,12 @@ def _run(args: argparse.Namespace) -> ExitCode:
     from shipper.daemon import Daemon  # the daemon pulls in boto3; check-config does not need it
 
     try:
-        code = asyncio.run(Daemon(settings).run())
+        while True:
+            daemon = Daemon(settings)
+            code = asyncio.run(daemon.run())
+            if code != ExitCode.OK or daemon.reload_settings is None:
+                break
+            settings = daemon.reload_settings  # SIGHUP with a changed, valid config
     except ShipperError as exc:
         log.error("cannot run", extra={"error": str(exc)})
         return ExitCode.RUNTIME_ERROR

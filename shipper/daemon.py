@@ -12,6 +12,7 @@ __all__ = ["Daemon"]
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import hashlib
@@ -33,9 +34,9 @@ import watchfiles
 
 from shipper import refill
 from shipper.batching import Batch, Batcher, BatchLimits
-from shipper.config import DEFAULT_COMPRESSION_LEVEL, Settings
+from shipper.config import DEFAULT_COMPRESSION_LEVEL, Settings, load_config
 from shipper.encoding import EncodedBatch, compress, encode_batch
-from shipper.errors import StateError
+from shipper.errors import ConfigError, StateError
 from shipper.exit_codes import ExitCode
 from shipper.fsutil import printable_path
 from shipper.guard import DiskGuard, GuardSnapshot
@@ -242,6 +243,10 @@ class Daemon:
         self._scanning = asyncio.Lock()
         self.metrics = Metrics(self)
         self.notifier = Notifier.from_env()
+        #: Set by a SIGHUP with a valid, changed config: run() returns to be run again
+        #: with these settings (the state on disk carries over).
+        self.reload_settings: Settings | None = None
+        self._reloads: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -427,6 +432,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGUSR1, _log_task_stacks)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_requested)
         spooled = await asyncio.to_thread(self._recover)
         self.uploader = Uploader(
             sink=self.sink,
@@ -471,14 +477,67 @@ class Daemon:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            await self.uploader.stop()
+            # For a reload, puts in flight finish (bounded) before the next run sends
+            # their entries again; at exit the process ending stops them.
+            reloading = self.reload_settings is not None
+            in_flight_secs = self.settings.shutdown_timeout_secs if reloading else 0.0
+            await self.uploader.stop(in_flight_secs=in_flight_secs)
             await self._persist_checkpoints()
             self.ledger.close()
             self.sink.close()
             self.notifier.close()
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            # Between this run and a reloaded one, a SIGHUP must not end the process.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
             self._release_lock()
+
+    def _reload_requested(self) -> None:
+        if self._stopping.is_set():
+            log.warning("SIGHUP while stopping: ignored")
+            return
+        task = asyncio.create_task(self._reload(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+        task.add_done_callback(_report_crash)
+
+    async def _reload(self) -> None:
+        """Validate the config file again; if it is good and changed, run again on it.
+
+        A bad file changes nothing: the problems are logged and the daemon goes on
+        with the config it has. A good one stops reading, seals what is open and
+        saves the checkpoints (the spool keeps every sealed batch), and ``run``
+        returns for the caller to start again on the new settings.
+        """
+        path = self.settings.config_path
+        if path is None:
+            log.error("cannot reload: the daemon was not started from a config file")
+            return
+        try:
+            new = await asyncio.to_thread(load_config, path)
+        except ConfigError as exc:
+            self._counters["config_reloads_rejected"] += 1
+            log.error(
+                "config reload rejected; still running on the previous config",
+                extra={"path": str(path), "problems": [str(p) for p in exc.problems]},
+            )
+            return
+        changed = [
+            f.name
+            for f in dataclasses.fields(Settings)
+            if getattr(new, f.name) != getattr(self.settings, f.name)
+        ]
+        if not changed:
+            log.info("config reloaded: nothing changed", extra={"path": str(path)})
+            return
+        log.info("config reloaded: restarting on it", extra={"path": str(path), "changed": changed})
+        self.reload_settings = new
+        # MONOTONIC_USEC lets systemd (Type=notify-reload) match this to its reload.
+        monotonic_usec = str(time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
+        self.notifier.notify(
+            reloading="1", monotonic_usec=monotonic_usec, status="reloading the config"
+        )
+        self.request_stop()
 
     def request_stop(self) -> None:
         """First signal: stop reading and drain. Second: give up on the drain."""
@@ -486,7 +545,10 @@ class Daemon:
             log.warning("second stop signal: exiting without waiting for uploads")
             self._forced.set()
         else:
-            log.info("stopping: sealing open batches and draining uploads")
+            log.info(
+                "stopping: sealing open batches"
+                + ("" if self.reload_settings is not None else " and draining uploads")
+            )
             self._stopping.set()
         self._wake.set()
 
@@ -518,6 +580,11 @@ class Daemon:
 
     async def _drain(self) -> ExitCode:
         assert self.uploader is not None
+        if self.reload_settings is not None:
+            # Nothing to wait for: every sealed batch is in the spool, and the next
+            # run uploads it (a batch already stored is answered with a 412).
+            log.info("stopped reading for the reload", extra={"spool_bytes": self.spool.used_bytes})
+            return ExitCode.OK
         self.notifier.notify(stopping="1", status="stopping: draining uploads")
         timeout = self.settings.shutdown_timeout_secs
         drained = asyncio.create_task(self.uploader.drain(timeout))

@@ -143,13 +143,21 @@ class Uploader:
             return False
         return True
 
-    async def stop(self) -> None:
+    async def stop(self, *, in_flight_secs: float = 0.0) -> None:
+        """Stop the workers; wait up to ``in_flight_secs`` for puts already running.
+
+        A put still running in a thread finishes on its own; its entry stays in the
+        spool and is re-sent (and answered with a 412) on the next start.
+        """
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
-        # A put still running in a thread finishes on its own; its entry stays in the
-        # spool and is re-sent (and answered with a 412) on the next start.
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if in_flight_secs > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.to_thread(self._executor.shutdown, wait=True), in_flight_secs
+                )
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()

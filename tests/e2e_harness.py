@@ -43,6 +43,7 @@ class Shipping:
     sink_toml: str = ""
     #: Where the daemon sends S3 requests, when not to the store directly (a proxy).
     endpoint_url: str | None = None
+    shutdown_timeout_secs: float = 30
     daemon: ShipperProcess = field(init=False)
 
     def __post_init__(self) -> None:
@@ -68,7 +69,7 @@ class Shipping:
         return (
             f'state_dir = "{self.state}"\n'
             "poll_interval_secs = 0.5\n"
-            "shutdown_timeout_secs = 30\n"
+            f"shutdown_timeout_secs = {self.shutdown_timeout_secs}\n"
             f"{self.extra_toml}\n"
             "[health]\n"
             'listen = "127.0.0.1:0"\n'
