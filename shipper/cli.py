@@ -87,13 +87,27 @@ def _run(args: argparse.Namespace) -> ExitCode:
         return ExitCode.CONFIG_INVALID
     from shipper.daemon import Daemon  # the daemon pulls in boto3; check-config does not need it
 
+    previous: Settings | None = None
     try:
         while True:
             daemon = Daemon(settings)
-            code = asyncio.run(daemon.run())
+            try:
+                code = asyncio.run(daemon.run())
+            except ShipperError as exc:
+                if previous is None:
+                    raise
+                # A reloaded config that validates but cannot run (its health port is
+                # taken, its state_dir locked): back to the one that ran.
+                log.error(
+                    "the reloaded config cannot run; going back to the previous one",
+                    extra={"error": str(exc)},
+                )
+                settings, previous = previous, None
+                continue
             if code != ExitCode.OK or daemon.reload_settings is None:
                 break
-            settings = daemon.reload_settings  # SIGHUP with a changed, valid config
+            # SIGHUP with a changed, valid config: run again on it.
+            previous, settings = settings, daemon.reload_settings
     except ShipperError as exc:
         log.error("cannot run", extra={"error": str(exc)})
         return ExitCode.RUNTIME_ERROR

@@ -210,6 +210,9 @@ class RetentionSettings:
     max_age_secs: float | None = None
     #: While all rotated files together are larger, the oldest shipped ones are deleted.
     max_total_bytes: int | None = None
+    #: A rotated file written less than this long ago is never deleted, by retention
+    #: or the disk guard: its writer may still hold it (logrotate without a reopen).
+    quiet_secs: float = 60.0
 
 
 OnCritical = Literal["keep", "delete_unshipped"]
@@ -294,6 +297,7 @@ _SPOOL_KEYS = _keys(SpoolSettings)
 _SINK_KEYS = _keys(SinkSettings)
 _HEALTH_KEYS = _keys(HealthSettings, "host", "port")
 _RETENTION_KEYS = _keys(RetentionSettings)
+_MIN_CRITICAL_WATERMARK = 0.5
 _DISK_KEYS = _keys(DiskSettings)
 
 _SOURCE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -1109,9 +1113,16 @@ def _parse_retention(table: _Table | None) -> RetentionSettings:
     if table is None:
         return RetentionSettings()
     table.check_keys(_RETENTION_KEYS)
-    max_age = table.seconds("max_age_secs", 0.0) if "max_age_secs" in table.data else None
+    max_age = None
+    if "max_age_secs" in table.data:
+        max_age = table.seconds("max_age_secs", math.inf)
+    # 0 is allowed: keep no rotated file once it is shipped.
     max_total = table.size("max_total_bytes", 0, 0) if "max_total_bytes" in table.data else None
-    return RetentionSettings(max_age_secs=max_age or None, max_total_bytes=max_total)
+    return RetentionSettings(
+        max_age_secs=None if max_age == math.inf else max_age,
+        max_total_bytes=max_total,
+        quiet_secs=table.seconds("quiet_secs", RetentionSettings().quiet_secs, most=86400),
+    )
 
 
 def _parse_disk(table: _Table | None) -> DiskSettings:
@@ -1123,7 +1134,13 @@ def _parse_disk(table: _Table | None) -> DiskSettings:
     reported = len(table.problems)
     high = table.fraction("high_watermark", defaults.high_watermark)
     critical = table.fraction("critical_watermark", defaults.critical_watermark)
-    if len(table.problems) == reported and critical < high:
+    if len(table.problems) == reported and critical < _MIN_CRITICAL_WATERMARK:
+        # Below half full is no emergency; with delete_unshipped it would delete the
+        # unshipped rotated files on every pass.
+        table.problem(
+            "critical_watermark", f"must be at least {_MIN_CRITICAL_WATERMARK}, got {critical}"
+        )
+    elif len(table.problems) == reported and critical < high:
         table.problem(
             "critical_watermark", f"must be at least high_watermark ({high}), got {critical}"
         )

@@ -95,6 +95,9 @@ REFILL_RETRY_SECS = 10.0
 SYSTEMD_STATUS_SECS = 10.0
 #: How often (at most) live files are checked for having gone stale.
 STALE_CHECK_SECS = 30.0
+#: At a reload, how long puts already running may take to finish: below systemd's
+#: WatchdogSec (30), since no pings go out meanwhile.
+RELOAD_IN_FLIGHT_SECS = 10.0
 
 InodeKey = tuple[int, int]
 
@@ -117,10 +120,24 @@ class ActiveFile:
     joiner: LineJoiner | None = None
     #: The fingerprint id of the file this one is a copy of (copytruncate).
     copy_of: str | None = None
+    #: Size and modification time at the last sweep: unchanged, a file at its end
+    #: has nothing to read.
+    stamp: tuple[int, int] | None = None
 
     def lines_of(self, chunk: LineChunk) -> LineChunk:
         """Lines as records: joined into multiline records where configured."""
         return chunk if self.joiner is None else self.joiner.feed(chunk)
+
+
+@dataclass(slots=True)
+class ChangeEvents:
+    #: Events are being received: files at their end wait for one (or the periodic
+    #: sweep) instead of being read every round.
+    live: bool = False
+    #: Paths events named since the last round.
+    dirty: set[str] = field(default_factory=set)
+    #: When every file is looked at again, events or not.
+    next_sweep: float = 0.0
 
 
 @dataclass(slots=True)
@@ -217,6 +234,7 @@ class Daemon:
         #: The first scan is done: the daemon is reading.
         self._started = False
         self._warnings = ThrottledLog(log, interval_secs=10.0)
+        self._errors = ThrottledLog(log, interval_secs=60.0, level=logging.ERROR)
         #: Held-back copies by inode: since when (monotonic) at the size they still have.
         self._held_since: dict[InodeKey, tuple[float, int]] = {}
         #: Files continued by a copy opened in the current scan.
@@ -246,6 +264,7 @@ class Daemon:
         #: Set by a SIGHUP with a valid, changed config: run() returns to be run again
         #: with these settings (the state on disk carries over).
         self.reload_settings: Settings | None = None
+        self._events = ChangeEvents()
         self._reloads: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------------------- lifecycle
@@ -480,7 +499,8 @@ class Daemon:
             # For a reload, puts in flight finish (bounded) before the next run sends
             # their entries again; at exit the process ending stops them.
             reloading = self.reload_settings is not None
-            in_flight_secs = self.settings.shutdown_timeout_secs if reloading else 0.0
+            in_flight_secs = min(self.settings.shutdown_timeout_secs, RELOAD_IN_FLIGHT_SECS)
+            in_flight_secs = in_flight_secs if reloading else 0.0
             await self.uploader.stop(in_flight_secs=in_flight_secs)
             await self._persist_checkpoints()
             self.ledger.close()
@@ -527,6 +547,8 @@ class Daemon:
             for f in dataclasses.fields(Settings)
             if getattr(new, f.name) != getattr(self.settings, f.name)
         ]
+        if self._stopping.is_set():
+            return  # a stop came while the file was read: it wins
         if not changed:
             log.info("config reloaded: nothing changed", extra={"path": str(path)})
             return
@@ -793,7 +815,12 @@ class Daemon:
             await self._seal_all_open()
 
     async def _idle(self) -> None:
-        deadlines = [time.monotonic() + IDLE_WAIT_SECS]
+        if self._events.dirty:
+            return  # written to during the round: read again at once
+        next_look = (
+            self._events.next_sweep if self._events.live else time.monotonic() + IDLE_WAIT_SECS
+        )
+        deadlines = [next_look]
         for active in self.active.values():
             pending = active.batcher.pending
             if pending is not None:
@@ -862,7 +889,7 @@ class Daemon:
         actives = list(self.active.values())
         # Lines of a rotated file come before those of its successor.
         draining = [a for a in actives if a.tailer.rotated and not a.at_eof and not a.failing]
-        for active in draining or actives:
+        for active in draining or self._due_for_reading(actives):
             if self._stopping.is_set():
                 break
             result = await asyncio.to_thread(self._read_step, active)
@@ -872,6 +899,40 @@ class Daemon:
             active.truncated = active.truncated or result.truncated
             progressed = progressed or result.got_bytes
         return progressed
+
+    def _due_for_reading(self, actives: list[ActiveFile]) -> list[ActiveFile]:
+        """The files to read this round.
+
+        Without change events every file is read every round (polling). With them,
+        a file at its end is read again only when an event names it, and all files
+        every ``poll_interval_secs`` (events can be missed: a symlinked file's
+        target directory is not watched, and inotify queues overflow).
+        """
+        now = time.monotonic()
+        if not self._events.live:
+            return actives
+        sweep = now >= self._events.next_sweep
+        dirty, self._events.dirty = self._events.dirty, set()
+        if sweep:
+            self._events.next_sweep = now + self.settings.poll_interval_secs
+        due = []
+        for active in actives:
+            busy = not active.at_eof or active.failing or active.unsealed or active.tailer.rotated
+            if busy or active.tailer.path in dirty or (sweep and self._changed(active)):
+                due.append(active)
+        return due
+
+    @staticmethod
+    def _changed(active: ActiveFile) -> bool:
+        """Whether a file's size or modification time moved since the last sweep (an
+        fstat: much cheaper than a read, which also checks the head and a marker)."""
+        try:
+            st = active.tailer.stat()
+        except (OSError, AssertionError):
+            return True  # let the read find out what happened
+        stamp = (st.st_size, st.st_mtime_ns)
+        changed, active.stamp = stamp != active.stamp, stamp
+        return changed
 
     def _read_step(self, active: ActiveFile) -> StepResult:
         """Runs in a thread: seal what is owed, read a chunk, process it, seal what it completes."""
@@ -1025,6 +1086,11 @@ class Daemon:
         return not active.unsealed
 
     async def _seal_all_open(self) -> None:
+        # The disk guard may be letting go of a file: wait for it, then hold it off.
+        async with self._reading:
+            await self._seal_all_open_now()
+
+    async def _seal_all_open_now(self) -> None:
         for active in list(self.active.values()):
             held = None
             if active.joiner is not None and active.tailer.rotated:
@@ -1146,18 +1212,15 @@ class Daemon:
 
     def guard_snapshot(self) -> GuardSnapshot:
         live: set[InodeKey] = set(self._preopened) | self._waiting_inodes
-        open_rotated: dict[InodeKey, Checkpoint] = {}
+        open_files: dict[InodeKey, tuple[Checkpoint, bool]] = {}
         for inode, active in self.active.items():
-            tailer = active.tailer
-            checkpoint = self.known.get(tailer.fingerprint.id)
+            checkpoint = self.known.get(active.tailer.fingerprint.id)
             if checkpoint is None:
-                live.add(inode)
-            elif tailer.rotated or checkpoint.rotated or tailer.path != checkpoint.origin:
-                open_rotated[inode] = replace(checkpoint)
+                live.add(inode)  # not checkpointed yet: too new to judge
             else:
-                live.add(inode)
+                open_files[inode] = (replace(checkpoint), active.tailer.rotated)
         known = {fid: replace(c) for fid, c in self.known.items()}
-        return GuardSnapshot(known=known, live=live, open_rotated=open_rotated)
+        return GuardSnapshot(known=known, live=live, open_files=open_files)
 
     @contextlib.asynccontextmanager
     async def reader_paused(self) -> AsyncIterator[None]:
@@ -1794,6 +1857,7 @@ class Daemon:
         roots = watch_roots(self.settings.sources)
         if not roots or not self.settings.file_events:
             return
+        self._events.live = True
         try:
             async for changes in watchfiles.awatch(
                 *roots,
@@ -1815,9 +1879,12 @@ class Daemon:
                 for change, path in changes:
                     if change == watchfiles.Change.added:
                         self._preopen(path)
+                    self._events.dirty.add(printable_path(path))
                 self._wake.set()
         except Exception as exc:
             log.warning("file change events unavailable; polling only", extra={"error": str(exc)})
+        finally:
+            self._events.live = False
 
     def _preopen(self, path: str) -> None:
         """Open a just-created file that a source selects; the next scan identifies it."""
@@ -1898,4 +1965,5 @@ class Daemon:
             await asyncio.to_thread(self.checkpoint_store.save, snapshot)
         except OSError as exc:
             self._checkpoints_dirty = True
-            log.error("could not write checkpoints", extra={"error": str(exc)})
+            # Retried every second: one line a minute (with a count) is enough.
+            self._errors.warn("could not write checkpoints; will retry", error=str(exc))

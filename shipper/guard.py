@@ -35,12 +35,14 @@ from shipper.retention import (
     StreamFacts,
     choose,
     disk_usage,
+    lines_between,
     measure_loss,
     survey,
 )
 from shipper.shipped import ShippedIndex
 from shipper.sources.checkpoints import Checkpoint
 from shipper.sources.discovery import discover
+from shipper.sources.fingerprint import Fingerprint
 from shipper.spool import SpoolEntry
 
 log = logging.getLogger(__name__)
@@ -51,10 +53,10 @@ class GuardSnapshot:
     """The reader's view, copied on the event loop for a survey in a thread."""
 
     known: Mapping[str, Checkpoint]
-    #: Inodes followed as live files (open, parked, or just created): never deleted.
+    #: Inodes just created or waiting to be opened: never judged.
     live: set[InodeKey]
-    #: Rotated files still being read, with their checkpoints.
-    open_rotated: Mapping[InodeKey, Checkpoint]
+    #: Files the reader holds open: their checkpoints, and whether it knows them rotated.
+    open_files: Mapping[InodeKey, tuple[Checkpoint, bool]]
 
 
 class GuardHooks(Protocol):
@@ -111,7 +113,7 @@ class DiskGuard:
             known=snapshot.known,
             index=self.index,
             live=snapshot.live,
-            open_rotated=snapshot.open_rotated,
+            open_files=snapshot.open_files,
             streams=self._streams,
         )
         self.usage = await asyncio.to_thread(self._measure, files)
@@ -125,7 +127,10 @@ class DiskGuard:
             high_watermark=disk.high_watermark,
             critical_watermark=disk.critical_watermark,
             delete_unshipped=disk.on_critical == "delete_unshipped",
-            quiet_secs={name: s.rotate_wait_secs for name, s in settings.sources.items()},
+            quiet_secs={
+                name: max(s.rotate_wait_secs, settings.retention.quiet_secs)
+                for name, s in settings.sources.items()
+            },
         )
         for deletion in plan.deletions:
             await self._delete(deletion)
@@ -164,77 +169,134 @@ class DiskGuard:
         """Delete one file; for an unshipped one, record the loss durably first.
 
         The reader and the scanner wait meanwhile, so a file they hold open is let
-        go between two of their steps, never in the middle of one.
+        go between two of their steps, never in the middle of one. The file is held
+        open throughout: what is measured is what is deleted, and bytes written to
+        it between the check and the unlink are found and recorded too.
         """
         file = deletion.file
         async with self.hooks.reader_paused():
-            if not await asyncio.to_thread(_unchanged, file):
+            fd = await asyncio.to_thread(_open_unchanged, file)
+            if fd is None:
                 return  # written or replaced since the survey: judged again next pass
-            loss, gap = None, None
-            if not file.shipped:
-                known = list(self.hooks.guard_snapshot().known.values())
-                try:
-                    loss = await asyncio.to_thread(measure_loss, file, known)
-                    if loss.end > loss.start:
-                        gap = await asyncio.to_thread(
-                            self.hooks.seal_gap, file, loss, deletion.reason
-                        )
-                except OSError as exc:
-                    # Without the record the loss could not be proven afterwards: keep it.
-                    log.error(
-                        "cannot record the loss of an unshipped file; keeping it",
-                        extra={"path": printable_path(file.path), "error": str(exc)},
-                    )
-                    return
-                if gap is not None:
-                    self.hooks.submit(gap)
-            fingerprint = loss.fingerprint if loss is not None else file.fingerprint
-            fid = fingerprint.id if fingerprint is not None else None
-            self.hooks.release_file(file.inode, fid)
-            deleted = await asyncio.to_thread(_unlink_same_inode, file)
-        where = {"path": printable_path(file.path), "fingerprint": fid, "reason": deletion.reason}
-        if loss is None:
-            self.counters[f"deleted_files_{deletion.reason}"] += 1
+            try:
+                await self._delete_held(deletion, fd)
+            finally:
+                os.close(fd)
+
+    async def _delete_held(self, deletion: Deletion, fd: int) -> None:
+        file = deletion.file
+        fingerprint = file.fingerprint
+        gaps: list[tuple[Loss, SpoolEntry]] = []
+        unsealed_whole = False
+        if not file.shipped:
+            known = list(self.hooks.guard_snapshot().known.values())
+            try:
+                loss = await asyncio.to_thread(measure_loss, file, known, fd)
+                fingerprint = loss.fingerprint
+                if loss.end > loss.start:
+                    gap = await asyncio.to_thread(self.hooks.seal_gap, file, loss, deletion.reason)
+                    gaps.append((loss, gap))
+                else:
+                    unsealed_whole = True
+            except OSError as exc:
+                # Without the record the loss could not be proven afterwards: keep it.
+                log.error(
+                    "cannot record the loss of an unshipped file; keeping it",
+                    extra={"path": printable_path(file.path), "error": str(exc)},
+                )
+                return
+        where = {
+            "path": printable_path(file.path),
+            "fingerprint": fingerprint.id if fingerprint is not None else None,
+            "reason": deletion.reason,
+        }
+        deleted = await asyncio.to_thread(_unlink_same_inode, file)
+        if not deleted:
+            for loss, gap in gaps:
+                # Renamed in the instant between the check and the unlink: the lines are
+                # still there and are shipped; the record (already durable) over-reports.
+                self.hooks.submit(gap)
+                log.error(
+                    "a gap record was written but the file was renamed before it could be"
+                    " deleted; its lines will be shipped after all",
+                    extra={**where, "start": loss.start, "end": loss.end, "gap_key": gap.key},
+                )
+            return
+        self.hooks.release_file(file.inode, where["fingerprint"])
+        if not file.compressed:
+            gaps += await self._written_meanwhile(deletion, fd, fingerprint)
+        for _, gap in gaps:
+            self.hooks.submit(gap)
+        self.counters[f"deleted_files_{deletion.reason}"] += 1
+        if file.shipped and not gaps:
             self.counters[f"deleted_bytes_{deletion.reason}"] += file.size
             log.info("deleted shipped rotated file", extra={**where, "bytes": file.size})
-            return
-        self.counters[f"deleted_files_{deletion.reason}"] += 1
-        if gap is None:
+        elif unsealed_whole and not gaps:
             log.warning(
                 "deleted a rotated file not yet delivered: disk above critical_watermark;"
                 " nothing lost, its lines are all sealed in the spool",
-                extra={**where, "bytes": file.size, "deleted": deleted},
+                extra={**where, "bytes": file.size},
             )
-            return
-        self.counters["lost_files"] += 1
-        self.counters["lost_lines"] += loss.lines
-        self.counters["lost_bytes"] += loss.end - loss.start
-        log.error(
-            "deleted an unshipped rotated file: disk above critical_watermark"
-            ' (disk.on_critical = "delete_unshipped"); its unshipped lines are lost',
-            extra={
-                **where,
-                "start": loss.start,
-                "end": loss.end,
-                "lines": loss.lines,
-                "gap_key": gap.key,
-                "deleted": deleted,
-            },
-        )
+        for loss, gap in gaps:
+            self.counters["lost_files"] += 1
+            self.counters["lost_lines"] += loss.lines
+            self.counters["lost_bytes"] += loss.end - loss.start
+            log.error(
+                "deleted an unshipped rotated file: its unshipped lines are lost"
+                " (the gap record names them)",
+                extra={
+                    **where,
+                    "start": loss.start,
+                    "end": loss.end,
+                    "lines": loss.lines,
+                    "gap_key": gap.key,
+                },
+            )
+
+    async def _written_meanwhile(
+        self, deletion: Deletion, fd: int, fingerprint: Fingerprint | None
+    ) -> list[tuple[Loss, SpoolEntry]]:
+        """Bytes a writer added between the check and the unlink: lost, so recorded."""
+        file = deletion.file
+        size = (await asyncio.to_thread(os.fstat, fd)).st_size
+        if size <= file.size:
+            return []
+        extra = await asyncio.to_thread(lines_between, fd, fingerprint, file.size, size)
+        reason = f"{deletion.reason}; written while it was being deleted"
+        try:
+            gap = await asyncio.to_thread(self.hooks.seal_gap, file, extra, reason)
+        except OSError as exc:
+            log.error(
+                "lines written while a file was being deleted are lost, and no gap record"
+                " could be spooled for them",
+                extra={
+                    "path": printable_path(file.path),
+                    "start": extra.start,
+                    "end": extra.end,
+                    "lines": extra.lines,
+                    "error": str(exc),
+                },
+            )
+            return []
+        return [(extra, gap)]
 
 
-def _unchanged(file: RotatedFile) -> bool:
-    """Whether the name still names the file as it was judged: same inode, size, mtime."""
+def _open_unchanged(file: RotatedFile) -> int | None:
+    """Open the file judged, if its name still names it unchanged (inode, size, mtime)."""
     try:
-        st = os.lstat(file.path)
-    except FileNotFoundError:
-        return False
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == (
+        fd = os.open(file.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != (
         file.dev,
         file.ino,
         file.size,
         file.mtime_ns,
-    )
+    ):
+        os.close(fd)
+        return None
+    return fd
 
 
 def _unlink_same_inode(file: RotatedFile) -> bool:

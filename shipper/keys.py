@@ -18,6 +18,8 @@ __all__ = [
     "KeyTemplate",
     "KeyTemplateError",
     "compile_template",
+    "gap_key",
+    "is_gap_key",
     "object_suffix",
 ]
 
@@ -50,6 +52,20 @@ class KeyTemplateError(ValueError):
 
 def object_suffix(codec: str) -> str:
     return ".ndjson.zst" if codec == "zstd" else ".ndjson.gz"
+
+
+#: Gap records (lines deleted unshipped) sit beside the batches, named like the batch
+#: of the same range would be, with this before the suffix.
+_GAP_MARK = ".gap"
+
+
+def gap_key(batch_key: str, codec: str) -> str:
+    suffix = object_suffix(codec)
+    return batch_key.removesuffix(suffix) + _GAP_MARK + suffix
+
+
+def is_gap_key(key: str) -> bool:
+    return any(key.endswith(_GAP_MARK + object_suffix(codec)) for codec in ("zstd", "gzip"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,8 +25,11 @@ def resume_positions(
 ) -> dict[str, Checkpoint]:
     """Checkpoints by fingerprint id, each at the largest end any of the three knows."""
     merged = {fid: replace(c) for fid, c in checkpoints.items()}
-    segments = [(e.source, s) for e in spooled for s in e.segments]
-    segments += [(r.source, r.segment) for r in delivered]
+    # Gap records name ranges deleted unshipped, not ranges read: if the deletion
+    # did not happen after all (a crash between the record and the unlink), the
+    # file is read on from where it really was.
+    segments = [(e.source, s) for e in spooled if e.kind == "batch" for s in e.segments]
+    segments += [(r.source, r.segment) for r in delivered if r.kind == "batch"]
     for source, segment in segments:
         fid = segment.fingerprint.id
         known = merged.get(fid)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from shipper.errors import ShipperError
 from shipper.fsutil import regular_files
+from shipper.keys import is_gap_key
 from shipper.ledger import LedgerRecord
 from shipper.processors.redact import PEM_BEGIN_RE, PEM_END_RE, PEM_MAX_LINES
 from shipper.sources.checkpoints import Checkpoint
@@ -86,8 +87,14 @@ def plan(
     """
     delivered = list(delivered)
     keys = {r.key for r in delivered}
-    ranges = {(r.segment.fingerprint.id, r.segment.start, r.segment.end) for r in delivered}
+    ranges = {
+        (r.segment.fingerprint.id, r.segment.start, r.segment.end)
+        for r in delivered
+        if r.kind == "batch"
+    }
     for sealed in spooled:
+        if sealed.kind != "batch":
+            continue
         for s in sealed.segments:
             ranges.add((s.fingerprint.id, s.start, s.end))
     result = Plan([], [], [])
@@ -95,6 +102,11 @@ def plan(
         fid, start, end = entry.fingerprint_id, entry.start, entry.end
         if entry.key is not None and entry.key in keys:
             result.settled.append((entry, "already delivered"))
+            continue
+        if entry.key is not None and is_gap_key(entry.key):
+            # Its lines were deleted: there is nothing to read again. The loss it
+            # recorded is also in the daemon's log (ERROR) and its metrics.
+            result.lost.append((entry, "a damaged gap record (lines deleted unshipped)"))
             continue
         if fid is None or start is None or end is None:
             result.lost.append((entry, "neither its header nor its name is readable"))

@@ -24,6 +24,7 @@ __all__ = [
     "StreamFacts",
     "choose",
     "disk_usage",
+    "lines_between",
     "measure_loss",
     "survey",
 ]
@@ -136,16 +137,17 @@ def survey(
     known: Mapping[str, Checkpoint],
     index: ShippedIndex,
     live: set[InodeKey],
-    open_rotated: Mapping[InodeKey, Checkpoint],
+    open_files: Mapping[InodeKey, tuple[Checkpoint, bool]],
     streams: dict[tuple[int, int, int, int], StreamFacts],
 ) -> list[RotatedFile]:
     """The rotated files among ``found`` (``(source, path)``, compressed ones included).
 
-    ``known`` are checkpoints (copies: this runs in a thread), ``live`` the inodes
-    being followed as live files, ``open_rotated`` the rotated files still being
-    read. ``streams`` caches what compressed files decompress to.
+    ``known`` are checkpoints (copies: this runs in a thread), ``live`` inodes
+    never to judge (just created, waiting to be opened), ``open_files`` the files
+    the reader holds, with whether it knows them rotated. ``streams`` caches what
+    compressed files decompress to.
     """
-    surveyor = _Surveyor(known, index, open_rotated, streams)
+    surveyor = _Surveyor(known, index, open_files, streams)
     result: list[RotatedFile] = []
     seen: set[tuple[int, int, int, int]] = set()
     for source, path in found:
@@ -207,11 +209,11 @@ class _Surveyor:
         self,
         known: Mapping[str, Checkpoint],
         index: ShippedIndex,
-        open_rotated: Mapping[InodeKey, Checkpoint],
+        open_files: Mapping[InodeKey, tuple[Checkpoint, bool]],
         streams: dict[tuple[int, int, int, int], StreamFacts],
     ) -> None:
         self.index = index
-        self.open_rotated = open_rotated
+        self.open_files = open_files
         self.streams = streams
         self.by_inode: dict[InodeKey, list[Checkpoint]] = defaultdict(list)
         for checkpoint in known.values():
@@ -223,7 +225,8 @@ class _Surveyor:
 
     def plain(self, path: str, source: str, st: os.stat_result) -> RotatedFile | None:
         inode = (st.st_dev, st.st_ino)
-        being_read = self.open_rotated.get(inode)
+        held = self.open_files.get(inode)
+        being_read = held[0] if held is not None else None
         candidates = [being_read] if being_read is not None else self.by_inode.get(inode, [])
         if not candidates:
             return None  # never identified: it may be a live file not yet read
@@ -237,8 +240,9 @@ class _Surveyor:
             # The newest generation is the content there now (an older one was
             # truncated away and may well be finished).
             checkpoint = max(matching, key=lambda c: c.fingerprint.generation)
-            renamed = printable_path(path) != checkpoint.origin
-            if being_read is None and not (checkpoint.rotated or renamed):
+            known_rotated = held is not None and held[1]
+            left_behind = checkpoint.finished or checkpoint.copy_of is not None
+            if not (known_rotated or left_behind or _moved(path, checkpoint.origin, inode)):
                 return None  # the live file
 
             def pread(length: int, offset: int) -> bytes:
@@ -260,7 +264,8 @@ class _Surveyor:
 
     def compressed(self, path: str, source: str, st: os.stat_result) -> RotatedFile:
         inode = (st.st_dev, st.st_ino)
-        being_read = self.open_rotated.get(inode)
+        held = self.open_files.get(inode)
+        being_read = held[0] if held is not None else None
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         facts = self.streams.get(key)
         if facts is None or len(facts.head) < min(self.head_bytes, facts.length):
@@ -282,6 +287,24 @@ class _Surveyor:
             length=facts.length,
             shipped=shipped_as is not None,
         )
+
+
+def _moved(path: str, origin: str, inode: InodeKey) -> bool:
+    """Whether the file at ``path`` was renamed away from ``origin``, where it was first found.
+
+    Judged by what ``origin`` names now, not by the spelling of the two paths: a
+    glob through a symlink, or a config that changed how it names the directory,
+    must not make the live file look rotated.
+    """
+    if printable_path(path) == origin:
+        return False
+    try:
+        st = os.stat(origin)
+    except FileNotFoundError:
+        return True  # nothing there: renamed (and the new live file not created yet)
+    except OSError:
+        return False  # cannot tell: keep it
+    return (st.st_dev, st.st_ino) != inode
 
 
 def _proven(index: ShippedIndex, fid: str, length: int, pread: Pread) -> bool:
@@ -383,10 +406,10 @@ def choose(
     return plan
 
 
-def measure_loss(file: RotatedFile, known: Sequence[Checkpoint]) -> Loss:
+def measure_loss(file: RotatedFile, known: Sequence[Checkpoint], fd: int) -> Loss:
     """Exactly which bytes and lines of ``file`` were never sealed: what deleting it loses.
 
-    Blocking (reads the file, decompressing it if need be). ``known`` are the
+    Blocking (reads the file through ``fd``, or decompresses it). ``known`` are the
     checkpoints: the sealed end of the file it holds is where the loss starts. A
     compressed file is matched to a checkpoint by its first line and markers; one
     matching none is lost whole.
@@ -402,13 +425,13 @@ def measure_loss(file: RotatedFile, known: Sequence[Checkpoint]) -> Loss:
             stream.close()
     fid = file.fingerprint.id if file.fingerprint is not None else None
     sealed = next((c.offset for c in known if c.fingerprint.id == fid), 0)
-    start = min(sealed, file.length)
-    fd = os.open(file.path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        lines = _count_lines(lambda n, at: os.pread(fd, n, at), start, file.length)
-    finally:
-        os.close(fd)
-    return Loss(file.fingerprint, start, file.length, lines)
+    return lines_between(fd, file.fingerprint, min(sealed, file.length), file.length)
+
+
+def lines_between(fd: int, fingerprint: Fingerprint | None, start: int, end: int) -> Loss:
+    """The loss of ``[start, end)`` of the plain file open as ``fd``."""
+    lines = _count_lines(lambda n, at: os.pread(fd, n, at), start, end)
+    return Loss(fingerprint, start, end, lines)
 
 
 def _sealed_in_stream(

@@ -16,6 +16,8 @@ import os
 import socket
 from collections.abc import Mapping
 
+from shipper.logs import ThrottledLog
+
 log = logging.getLogger(__name__)
 
 
@@ -23,6 +25,8 @@ class Notifier:
     def __init__(self, address: str | None, *, watchdog_usec: int | None = None) -> None:
         self._address = address
         self._sock: socket.socket | None = None
+        # Pings come every few seconds: a gone socket is reported once a minute.
+        self._failures = ThrottledLog(log, interval_secs=60.0)
         if address:
             # "@name" is an abstract socket: a NUL byte, then the name.
             self._target: str | bytes = (
@@ -59,7 +63,7 @@ class Notifier:
         try:
             self._sock.sendto(message, self._target)
         except OSError as exc:
-            log.warning("sd_notify failed", extra={"socket": self._address, "error": str(exc)})
+            self._failures.warn("sd_notify failed", socket=self._address, error=str(exc))
 
     def close(self) -> None:
         if self._sock is not None:

@@ -154,10 +154,23 @@ class Uploader:
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
         if in_flight_secs > 0:
+            # Waited for in a thread of its own (not the loop's executor, which
+            # asyncio.run joins without a limit), so a hung put cannot hold the reload.
+            loop = asyncio.get_running_loop()
+            finished = loop.create_future()
+
+            def settle() -> None:
+                if not finished.done():
+                    finished.set_result(None)
+
+            def wait_for_puts() -> None:
+                self._executor.shutdown(wait=True)
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                    loop.call_soon_threadsafe(settle)
+
+            threading.Thread(target=wait_for_puts, name="upload-stop", daemon=True).start()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.to_thread(self._executor.shutdown, wait=True), in_flight_secs
-                )
+                await asyncio.wait_for(finished, in_flight_secs)
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()

@@ -155,6 +155,17 @@ BAD_CONFIGS: list[tuple[dict[str, Any], str]] = [
     ({"enrich.fields": {"tags": ["a"]}},
      "enrich.fields.tags: expected a string, number or boolean, got array"),
     ({"state_dir": 5}, "state_dir: expected a string, got integer"),
+    ({"retention.max_age_secs": 0}, "retention.max_age_secs: must be greater than 0, got 0"),
+    ({"retention.max_total_bytes": "lots"},
+     'retention.max_total_bytes: invalid size "lots": expected a number with an optional'
+     ' unit, like "8MiB" or "100KB"'),
+    ({"retention.keep": 3}, "retention.keep: unknown key"),
+    ({"disk.high_watermark": 1.5}, "disk.high_watermark: must be between 0 and 1, got 1.5"),
+    ({"disk.critical_watermark": 0.2}, "disk.critical_watermark: must be at least 0.5, got 0.2"),
+    ({"disk.high_watermark": 0.97},
+     "disk.critical_watermark: must be at least high_watermark (0.97), got 0.95"),
+    ({"disk.on_critical": "panic"},
+     'disk.on_critical: must be one of "keep", "delete_unshipped", got "panic"'),
     ({"sources": {"my app": {"include": ["/x"]}}},
      "sources.my app: source name must match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ "
      "(it is used in object keys)"),

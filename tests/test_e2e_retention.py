@@ -60,7 +60,7 @@ def test_retention_deletes_shipped_rotated_files_only(tmp_path: Path) -> None:
         "directory",
         include="app.log*",
         extra_toml=(
-            "[retention]\nmax_age_secs = 3\n"
+            "[retention]\nmax_age_secs = 3\nquiet_secs = 1\n"
             + guard_toml(high_watermark=1.0, critical_watermark=1.0)
         ),
     )
@@ -89,7 +89,10 @@ def test_retention_deletes_shipped_rotated_files_only(tmp_path: Path) -> None:
 
         # The high watermark (0: always above it) deletes shipped files at any age, and
         # still neither the live file nor the unshipped one.
-        shipping.reconfigure(extra_toml=guard_toml(high_watermark=0.0, critical_watermark=1.0))
+        shipping.reconfigure(
+            extra_toml="[retention]\nquiet_secs = 1\n"
+            + guard_toml(high_watermark=0.0, critical_watermark=1.0)
+        )
         live.rename(logs / "app.log.1")
         shipping.daemon.start()
         run_writer(live, 2000, 1000)
@@ -159,7 +162,7 @@ def disk_shipping(tmp_path: Path, store: dict[str, Any], **disk: object) -> Ship
         include="app.log*",
         # A spool of one small batch: with the store down, nearly all stays unread.
         batch_max_bytes="16KiB",
-        extra_toml='[spool]\nmax_bytes = "16KiB"\n'
+        extra_toml='[spool]\nmax_bytes = "16KiB"\n[retention]\nquiet_secs = 1\n'
         + guard_toml(high_watermark=0.5, critical_watermark=0.7, **disk),
     )
 

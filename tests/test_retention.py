@@ -12,6 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shipper.ledger import LedgerRecord
+from shipper.recovery import resume_positions
+from shipper.refill import plan
 from shipper.retention import (
     DiskUsage,
     RotatedFile,
@@ -23,7 +26,7 @@ from shipper.shipped import ShippedFile, ShippedIndex
 from shipper.sources.checkpoints import Checkpoint
 from shipper.sources.fingerprint import Fingerprint, head_of
 from shipper.sources.markers import Marker, marker_of
-from shipper.spool import Segment, SpoolEntry
+from shipper.spool import DamagedEntry, Segment, SpoolEntry
 
 LINES = b"".join(b'{"seq": %d, "msg": "hello"}\n' % i for i in range(200))
 
@@ -135,14 +138,14 @@ def run_survey(
     index: ShippedIndex,
     *,
     live: set[tuple[int, int]] | None = None,
-    open_rotated: dict[tuple[int, int], Checkpoint] | None = None,
+    open_files: dict[tuple[int, int], tuple[Checkpoint, bool]] | None = None,
 ) -> dict[str, RotatedFile]:
     found = survey(
         [("app", str(p)) for p in paths],
         known={c.fingerprint.id: c for c in known},
         index=index,
         live=live or set(),
-        open_rotated=open_rotated or {},
+        open_files=open_files or {},
         streams={},
     )
     return {Path(f.path).name: f for f in found}
@@ -192,8 +195,26 @@ def test_a_renamed_file_is_rotated_and_one_being_read_is_open(tmp_path: Path) ->
     checkpoint.origin = str(tmp_path / "app.log")  # first found there, renamed since
     found = run_survey([path], [checkpoint], index)["app.log.1"]
     assert found.shipped and not found.open
-    being_read = run_survey([path], [], ShippedIndex(), open_rotated={(fp.dev, fp.ino): checkpoint})
+    # A new file at the origin changes nothing: this one is still the renamed one.
+    (tmp_path / "app.log").write_bytes(b"new\n")
+    assert run_survey([path], [checkpoint], index)["app.log.1"].shipped
+    held = {(fp.dev, fp.ino): (checkpoint, False)}
+    being_read = run_survey([path], [checkpoint], ShippedIndex(), open_files=held)
     assert being_read["app.log.1"].open and not being_read["app.log.1"].shipped
+
+
+def test_the_live_file_seen_through_another_path_is_not_rotated(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = rotated(logs, "app.log")
+    checkpoint = finished(path, LINES, done=False)
+    index = shipped_index(checkpoint.fingerprint, LINES, [0, len(LINES)])
+    alias = tmp_path / "alias"
+    alias.symlink_to(logs)  # the config now reaches the same directory another way
+    assert run_survey([alias / "app.log"], [checkpoint], index) == {}
+    fp = checkpoint.fingerprint
+    held = {(fp.dev, fp.ino): (checkpoint, False)}
+    assert run_survey([alias / "app.log"], [checkpoint], index, open_files=held) == {}
 
 
 def test_a_compressed_rotation_of_a_shipped_file_is_proven(tmp_path: Path) -> None:
@@ -330,7 +351,11 @@ def test_loss_of_a_plain_file_starts_at_its_sealed_end(tmp_path: Path) -> None:
     checkpoint = finished(path, LINES)
     checkpoint.offset = LINES.index(b'{"seq": 150')
     found = run_survey([path], [checkpoint], ShippedIndex())["app.log.1"]
-    loss = measure_loss(found, [checkpoint])
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        loss = measure_loss(found, [checkpoint], fd)
+    finally:
+        os.close(fd)
     assert (loss.start, loss.end, loss.lines) == (checkpoint.offset, len(LINES), 50)
     assert loss.fingerprint == checkpoint.fingerprint
 
@@ -344,10 +369,35 @@ def test_loss_of_a_compressed_file_is_proven_by_markers_else_whole(tmp_path: Pat
     compressed = tmp_path / "app.log.1.gz"
     compressed.write_bytes(gzip.compress(LINES + b'{"seq": "no newline"}'))
     found = run_survey([compressed], [checkpoint], ShippedIndex())["app.log.1.gz"]
-    loss = measure_loss(found, [checkpoint])
+    loss = measure_loss(found, [checkpoint], -1)  # a compressed file is read by its path
     assert (loss.start, loss.lines) == (sealed_at, 81)
     assert loss.fingerprint == checkpoint.fingerprint
     # Markers that do not match: nothing is proven sealed, the whole file is the loss.
     checkpoint.markers = (Marker(sealed_at, "0" * 16),)
-    whole = measure_loss(found, [checkpoint])
+    whole = measure_loss(found, [checkpoint], -1)
     assert (whole.start, whole.lines, whole.fingerprint) == (0, 201, None)
+
+
+def test_a_gap_record_moves_no_resume_position_and_is_never_read_again() -> None:
+    fp = Fingerprint(1, 2, 3, "x")
+    checkpoint = Checkpoint(fp, "app", "/logs/app.log.1", 100)
+    gap = SpoolEntry(**{**_fields(entry(fp, 100, 900, None)), "kind": "gap"})
+    delivered_gap = LedgerRecord(
+        "k.gap.ndjson.zst", "app", Segment(fp, "/l", 900, 950, 1), kind="gap"
+    )
+    resumed = resume_positions({fp.id: checkpoint}, [gap], [delivered_gap])
+    assert resumed[fp.id].offset == 100  # the lines are still read if the file is still there
+    damaged = DamagedEntry(
+        path=Path("/spool/7.entry"),
+        reason="body checksum mismatch",
+        fingerprint_id=fp.id,
+        start=100,
+        end=900,
+        fingerprint=fp,
+        key="source=app/x-100-900.gap.ndjson.zst",
+        source="app",
+    )
+    planned = plan([damaged], {fp.id: checkpoint}, [], [])
+    assert planned.holes == [] and [why for _, why in planned.lost] == [
+        "a damaged gap record (lines deleted unshipped)"
+    ]

@@ -42,18 +42,14 @@ class Checkpoint:
     finished: bool = False
     #: The file this one is a copy of (copytruncate), continued where that one stopped.
     copy_of: str | None = None
-    #: The path it was first found at. A file no longer there was renamed by a
-    #: rotation (``app.log`` → ``app.log.1``), even where the globs still match it.
+    #: The path it was first found at. When that path names another file (or
+    #: none), this one was renamed by a rotation (``app.log`` → ``app.log.1``),
+    #: even where the globs still match its new name.
     origin: str = ""
 
     def __post_init__(self) -> None:
         if not self.origin:
             self.origin = self.path
-
-    @property
-    def rotated(self) -> bool:
-        """Renamed away from where it was first found, a copy, or finished: not the live file."""
-        return self.finished or self.copy_of is not None or self.path != self.origin
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
