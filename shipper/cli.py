@@ -48,8 +48,21 @@ def _parser() -> argparse.ArgumentParser:
         parents=[config_option],
         help="validate the config file without touching the network",
     )
+    levels = ["DEBUG", "INFO", "WARNING", "ERROR"]
     run = commands.add_parser("run", parents=[config_option], help="run the daemon")
-    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument("--log-level", default="INFO", choices=levels)
+    backfill = commands.add_parser(
+        "backfill",
+        parents=[config_option],
+        help="ship every file the sources select (compressed ones too) once, then exit",
+        description=(
+            "Read every file the config's sources select from its checkpoint (or its"
+            " start) to its end, deliver all of it and exit 0. Interrupted (exit 3), it"
+            " goes on from where it stopped when run again; nothing is shipped twice."
+            " Give it its own state_dir unless the daemon is stopped."
+        ),
+    )
+    backfill.add_argument("--log-level", default="INFO", choices=levels)
     status = commands.add_parser(
         "status",
         parents=[config_option],
@@ -77,7 +90,7 @@ def _check_config(args: argparse.Namespace) -> ExitCode:
     return ExitCode.OK
 
 
-def _run(args: argparse.Namespace) -> ExitCode:
+def _run(args: argparse.Namespace, *, one_shot: bool = False) -> ExitCode:
     setup_logging(args.log_level)
     try:
         settings = _load(args.config)
@@ -90,7 +103,7 @@ def _run(args: argparse.Namespace) -> ExitCode:
     previous: Settings | None = None
     try:
         while True:
-            daemon = Daemon(settings)
+            daemon = Daemon(settings, one_shot=one_shot)
             try:
                 code = asyncio.run(daemon.run())
             except ShipperError as exc:
@@ -152,4 +165,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(_check_config(args))
     if args.command == "status":
         return int(_status(args))
-    return int(_run(args))
+    return int(_run(args, one_shot=args.command == "backfill"))

@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 import watchfiles
 
-from shipper import refill
+from shipper import backfill, refill
 from shipper.batching import Batch, Batcher, BatchLimits
 from shipper.config import DEFAULT_COMPRESSION_LEVEL, Settings, load_config
 from shipper.encoding import EncodedBatch, compress, encode_batch
@@ -95,6 +95,8 @@ REFILL_RETRY_SECS = 10.0
 SYSTEMD_STATUS_SECS = 10.0
 #: How often (at most) live files are checked for having gone stale.
 STALE_CHECK_SECS = 30.0
+#: Backfill: compressed files read at once (each holds a decompressor's window).
+BACKFILL_STREAMS = 16
 #: At a reload, how long puts already running may take to finish: below systemd's
 #: WatchdogSec (30), since no pings go out meanwhile.
 RELOAD_IN_FLIGHT_SECS = 10.0
@@ -160,6 +162,11 @@ class StepResult:
     error: OSError | None = None
 
 
+def _read_through(identified: Identified) -> bool:
+    """A known file a backfill already read to its end (in this run or an earlier one)."""
+    return identified.known is not None and identified.known.finished and not identified.rewritten
+
+
 def _iso(when: float) -> str:
     return datetime.fromtimestamp(when, tz=timezone.utc).isoformat(timespec="seconds")
 
@@ -183,8 +190,13 @@ def _report_crash(task: asyncio.Task[None]) -> None:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, *, sink: Sink | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, sink: Sink | None = None, one_shot: bool = False
+    ) -> None:
         self.settings = settings
+        #: ``shipper backfill``: read every file to its end, deliver it all, and exit.
+        self.one_shot = one_shot
+        self._backfill = backfill.BackfillProgress()
         self.host = socket.gethostname()
         state_dir = settings.state_dir
         self.spool = Spool(state_dir / "spool")
@@ -257,8 +269,7 @@ class Daemon:
         self.guard = DiskGuard(settings, self.shipped, self)
         # Held by the reader for each round and by each scan; the guard takes both to
         # let go of a file it deletes while neither is half-way through it.
-        self._reading = asyncio.Lock()
-        self._scanning = asyncio.Lock()
+        self._reading, self._scanning = asyncio.Lock(), asyncio.Lock()
         self.metrics = Metrics(self)
         self.notifier = Notifier.from_env()
         #: Set by a SIGHUP with a valid, changed config: run() returns to be run again
@@ -270,6 +281,9 @@ class Daemon:
     # ----------------------------------------------------------------- lifecycle
 
     async def run(self) -> ExitCode:
+        if self.one_shot:
+            # A backfill runs beside the daemon; its progress is in its log lines.
+            return await self._run()
         health = self.settings.health
         server = HealthServer(
             health.host,
@@ -471,13 +485,14 @@ class Daemon:
         await self._refill_damaged()
         # The first scan applies ``read_from`` to the files already there.
         await self._scan(initial=True)
-        background = [
-            asyncio.create_task(self._watch(), name="watch"),
-            asyncio.create_task(self._discover(), name="discover"),
-            asyncio.create_task(self._persist_periodically(), name="checkpoints"),
-            asyncio.create_task(self._watch_stale(), name="stale"),
-            asyncio.create_task(self.guard.run(), name="disk_guard"),
-        ]
+        background = [asyncio.create_task(self._persist_periodically(), name="checkpoints")]
+        if not self.one_shot:
+            background += [
+                asyncio.create_task(self._watch(), name="watch"),
+                asyncio.create_task(self._discover(), name="discover"),
+                asyncio.create_task(self._watch_stale(), name="stale"),
+                asyncio.create_task(self.guard.run(), name="disk_guard"),
+            ]
         for task in background:
             task.add_done_callback(_report_crash)
         self._started = True
@@ -601,6 +616,66 @@ class Daemon:
                 self.notifier.notify(**fields)
 
     async def _drain(self) -> ExitCode:
+        assert self.uploader is not None
+        if self.one_shot and not self._stopping.is_set() and await self._backfill_delivered():
+            log.info(
+                "backfill complete: every file read to its end and delivered",
+                extra={"counters": self.counters()},
+            )
+            return ExitCode.OK
+        code = await self._drain_after_stop()
+        if self.one_shot and code == ExitCode.OK:
+            log.warning("backfill interrupted; run it again to go on from where it stopped")
+            return ExitCode.INCOMPLETE
+        return code
+
+    async def _backfill_delivered(self) -> bool:
+        """Everything is read: wait until it is all delivered, however long the store
+        takes. A stop signal ends the wait (the usual drain follows)."""
+        assert self.uploader is not None
+        delivered = asyncio.create_task(self.uploader.drain(None))
+        stop = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait({delivered, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if delivered.done():
+            return delivered.result()
+        delivered.cancel()
+        return False
+
+    async def _backfill_done(self) -> bool:
+        """Backfill: True once every file is read through; opens more while some wait."""
+        if self.active:
+            return False
+        if self._waiting_to_open or self._waiting_inodes or self._backfill.more:
+            await self._scan(initial=False)
+            return False
+        return True
+
+    async def _compressed_for_backfill(self) -> list[ActiveFile]:
+        """Backfill: open the compressed files with lines left, as many as slots allow."""
+        found = await asyncio.to_thread(discover, self.settings.sources, compressed=True)
+        budget = min(self.settings.max_open_files - len(self.active), BACKFILL_STREAMS)
+        skip = self._backfill.seen | set(self.active)
+        streams, self._backfill.more = await asyncio.to_thread(
+            backfill.find_compressed_to_read,
+            found,
+            {fid: replace(c) for fid, c in self.known.items()},
+            skip=skip,
+            fingerprint_bytes={n: s.fingerprint_bytes for n, s in self.settings.sources.items()},
+            budget=max(budget, 0),
+        )
+        self._backfill.seen |= skip
+        opened: list[ActiveFile] = []
+        for found_stream in streams:
+            checkpoint = self.known.setdefault(
+                found_stream.checkpoint.fingerprint.id, found_stream.checkpoint
+            )
+            active = self._open_compressed(found_stream.stream, checkpoint)
+            if active is not None:
+                opened.append(active)
+        return opened
+
+    async def _drain_after_stop(self) -> ExitCode:
         assert self.uploader is not None
         if self.reload_settings is not None:
             # Nothing to wait for: every sealed batch is in the spool, and the next
@@ -809,6 +884,8 @@ class Daemon:
                     await self._seal_aged()
                     await self._finish_done_files()
                     await self._park_idle_files()
+                if self.one_shot and await self._backfill_done():
+                    break
                 if not progressed:
                     await self._idle()
         finally:
@@ -1322,7 +1399,9 @@ class Daemon:
                 if active.tailer.path != shown:
                     log.info("file renamed", extra={"from": active.tailer.path, "to": shown})
                     active.tailer.path = active.batcher.path = shown
-                active.tailer.rotated = False
+                active.tailer.rotated = self.one_shot
+            elif self.one_shot and identified is not None and _read_through(identified):
+                os.close(identified.fd)  # a backfill reads each file once
             elif identified is not None and not self._held_back(identified, alive):
                 self._parked.pop(inode, None)
                 opened.append(self._open(source, path, inode, identified, initial=initial))
@@ -1348,6 +1427,8 @@ class Daemon:
             del self._parked[inode]
         for inode in set(self._held_since) - seen:
             del self._held_since[inode]
+        if self.one_shot:
+            opened += await self._compressed_for_backfill()
         await self._start_tailing(opened)
         now = time.time()
         for parked in self._parked.values():
@@ -1764,7 +1845,7 @@ class Daemon:
                 "file rewritten in place with the same first line; reading it from its start",
                 extra={"path": path, "fingerprint": found.fingerprint.id},
             )
-        elif initial and settings.read_from == "end" and not self._had_state:
+        elif initial and settings.read_from == "end" and not self._had_state and not self.one_shot:
             # Only on a first start. A file new at a later start appeared while we were
             # down (a rotation, most likely): all of it is unread.
             offset = end_of_last_line(found.fd, found.size)
@@ -1814,6 +1895,10 @@ class Daemon:
                 max_lines=multiline.max_lines,
                 max_bytes=settings.max_line_bytes,
             )
+        if self.one_shot:
+            # Read to its end, then finished (after rotate_wait_secs of quiet), as a
+            # rotated file is: nothing more is expected of a historical file.
+            tailer.rotated = True
         return ActiveFile(tailer, batcher, inode, joiner=joiner, copy_of=copy_of)
 
     async def _start_tailing(self, opened: list[ActiveFile]) -> None:

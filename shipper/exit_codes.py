@@ -13,5 +13,8 @@ class ExitCode(IntEnum):
     RUNTIME_ERROR = 1
     #: The command line or the config file is invalid; nothing was started.
     CONFIG_INVALID = 2
+    #: ``shipper backfill`` was stopped before everything was read and delivered;
+    #: running it again goes on from where it stopped.
+    INCOMPLETE = 3
     #: A second SIGINT/SIGTERM forced the exit before the drain finished; the spool keeps the rest.
     FORCED = 130

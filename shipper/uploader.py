@@ -135,8 +135,8 @@ class Uploader:
             asyncio.create_task(self._work(), name=f"upload-{i}") for i in range(self.concurrency)
         ]
 
-    async def drain(self, timeout: float) -> bool:
-        """Wait until every submitted entry is delivered, or ``timeout`` passes."""
+    async def drain(self, timeout: float | None) -> bool:
+        """Wait until every submitted entry is delivered, or ``timeout`` passes (None: no limit)."""
         try:
             await asyncio.wait_for(self._queue.join(), timeout)
         except asyncio.TimeoutError:  # not the builtin before Python 3.11

@@ -27,22 +27,30 @@ needs_analyze = pytest.mark.skipif(
 )
 
 
-def installed_unit(tmp_path: Path) -> Path:
+BACKFILL_UNIT = PROJECT_ROOT / "systemd" / "shipper-backfill@.service"
+
+
+def installed_unit(tmp_path: Path, unit_file: Path = UNIT, name: str = "shipper.service") -> Path:
     """The unit with ExecStart pointing at this checkout's ``shipper`` (verify checks it)."""
     shipper = Path(sys.executable).parent / "shipper"
-    unit = tmp_path / "shipper.service"
-    unit.write_text(UNIT.read_text().replace("/opt/shipper/bin/shipper", str(shipper)))
+    unit = tmp_path / name
+    unit.write_text(unit_file.read_text().replace("/opt/shipper/bin/shipper", str(shipper)))
     return unit
 
 
 @needs_analyze
-def test_the_unit_verifies_and_scores_ok(tmp_path: Path) -> None:
-    unit = installed_unit(tmp_path)
+@pytest.mark.parametrize(
+    ("unit_file", "name"),
+    [(UNIT, "shipper.service"), (BACKFILL_UNIT, "shipper-backfill@archive.service")],
+    ids=["daemon", "backfill"],
+)
+def test_the_units_verify_and_score_ok(tmp_path: Path, unit_file: Path, name: str) -> None:
+    unit = installed_unit(tmp_path, unit_file, name)
     verify = subprocess.run(
         [str(ANALYZE), "verify", str(unit)], check=False, capture_output=True, text=True, timeout=60
     )
     assert verify.returncode == 0, verify.stderr
-    assert "shipper.service" not in verify.stderr  # no warning about our unit
+    assert name not in verify.stderr  # no warning about our unit
     security = subprocess.run(
         [str(ANALYZE), "security", "--offline=true", str(unit)],
         check=False,

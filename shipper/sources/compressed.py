@@ -14,6 +14,7 @@ __all__ = [
     "DecompressedStream",
     "find_compressed",
     "is_compressed",
+    "match_stream",
 ]
 
 import bz2
@@ -230,7 +231,7 @@ def find_compressed(
             stream = DecompressedStream(path)
         except OSError:
             continue
-        match = _match(stream, left, longest)
+        match = match_stream(stream, left, longest)
         if match is None:
             stream.close()
             continue
@@ -239,9 +240,10 @@ def find_compressed(
     return found
 
 
-def _match(
+def match_stream(
     stream: DecompressedStream, wanted: Sequence[Checkpoint], longest: int
 ) -> Checkpoint | None:
+    """The wanted file ``stream`` holds: same first bytes, same bytes at the markers."""
     head = stream.pread(longest, 0)
     for checkpoint in wanted:
         if not checkpoint.fingerprint.matches_head(head):

@@ -97,8 +97,10 @@ class ShipperProcess(Managed):
         name: str = "shipper",
         cwd: Path | None = None,
         extra_args: Sequence[str] = (),
+        subcommand: str = "run",
     ) -> None:
         self.config_path = Path(config_path)
+        self.subcommand = subcommand
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.log_dir / f"{name}.log"
@@ -115,7 +117,7 @@ class ShipperProcess(Managed):
             sys.executable,
             "-m",
             "shipper",
-            "run",
+            self.subcommand,
             "-c",
             str(self.config_path),
             *self.extra_args,
