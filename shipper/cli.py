@@ -122,7 +122,7 @@ def _run(args: argparse.Namespace, *, one_shot: bool = False) -> ExitCode:
             # SIGHUP with a changed, valid config: run again on it.
             previous, settings = settings, daemon.reload_settings
     except ShipperError as exc:
-        log.error("cannot run", extra={"error": str(exc)})
+        log.critical("cannot run", extra={"error": str(exc)})
         return ExitCode.RUNTIME_ERROR
     except Exception:
         # A bug, not an input: say so in the same JSON log stream. Everything sealed

@@ -90,7 +90,8 @@ class DiskGuard:
         #: Filesystems still above the critical watermark, by their path: not ready.
         self.critical: dict[str, float] = {}
         self._streams: dict[tuple[int, int, int, int], StreamFacts] = {}
-        self._alerts = ThrottledLog(log, interval_secs=60.0, level=logging.ERROR)
+        # CRITICAL: "wake someone up now" (the users' guide's disk-space example).
+        self._alerts = ThrottledLog(log, interval_secs=60.0, level=logging.CRITICAL)
 
     async def run(self) -> None:
         interval = self.settings.disk.check_interval_secs

@@ -110,9 +110,10 @@ class Uploader:
         self._ledger_lock = threading.Lock()
         self._rng = random.Random()
         # One line per ten seconds at most, whatever the number of failing workers.
-        self._failures = ThrottledLog(log, interval_secs=10.0)
+        # ERROR, as the users' guide logs a failed call that will be retried.
+        self._failures = ThrottledLog(log, interval_secs=10.0, level=logging.ERROR)
         # Access failures (credentials, permissions) are logged once a minute.
-        self._access_failures = ThrottledLog(log, interval_secs=60.0)
+        self._access_failures = ThrottledLog(log, interval_secs=60.0, level=logging.ERROR)
         #: Since when every write is refused for access (None: not now). The daemon
         #: is not ready while this is set.
         self.access_failing_since: float | None = None
@@ -250,7 +251,7 @@ class Uploader:
         """Log the failure and pick the wait before the next attempt."""
         fields = {"key": entry.key, "attempt": attempt, "backlog": self.backlog, **failure}
         if reason != "access":
-            self._failures.warn("upload failed; retrying", reason=reason, **fields)
+            self._failures.warn("upload failed; retrying", reason=reason, will_retry=True, **fields)
             return self.backoff.delay(attempt, self._rng)
         # Credentials, permissions, a missing bucket, or every write refused: only a
         # change outside can fix it. Try at a slow cadence; say so once a minute.
