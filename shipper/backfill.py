@@ -35,6 +35,8 @@ class BackfillProgress:
     more: bool = False
     #: Compressed files opened (or found done) in this run, by inode.
     seen: set[InodeKey] = field(default_factory=set)
+    #: Files that could not be read, by path, with why: the run is then incomplete.
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -50,22 +52,27 @@ def find_compressed_to_read(
     known: Mapping[str, Checkpoint],
     *,
     skip: set[InodeKey],
+    skipped: dict[str, str],
     fingerprint_bytes: Mapping[str, int],
     budget: int,
 ) -> tuple[list[CompressedToRead], bool]:
     """Open up to ``budget`` compressed files among ``found`` that still hold unread lines.
 
-    Blocking: run it in a thread. ``skip`` are inodes open or done in this run.
-    Returns the opened streams, and whether more were left for want of budget.
+    Blocking: run it in a thread. ``skip`` are inodes open or done in this run;
+    files that cannot be read are added to ``skipped``. Returns the opened
+    streams, and whether more were left for want of budget.
     """
     opened: list[CompressedToRead] = []
-    candidates = list(known.values())
+    # Only a checkpoint with markers can prove a stream holds its file: the first
+    # line alone (a banner) is shared by many files.
+    candidates = [c for c in known.values() if c.markers]
     for source, path in found:
         if not is_compressed(path):
             continue
         try:
             st = os.stat(path)
-        except OSError:
+        except OSError as exc:
+            skipped[printable_path(path)] = str(exc)
             continue
         inode = (st.st_dev, st.st_ino)
         if inode in skip:
@@ -75,7 +82,8 @@ def find_compressed_to_read(
         skip.add(inode)
         try:
             stream = DecompressedStream(path)
-        except OSError:
+        except OSError as exc:
+            skipped[printable_path(path)] = str(exc)
             continue
         checkpoint = _resume_point(
             stream,
@@ -86,6 +94,8 @@ def find_compressed_to_read(
             fingerprint_bytes=fingerprint_bytes,
         )
         if checkpoint is None:
+            if stream.damage is not None:
+                skipped[printable_path(path)] = f"cannot decompress it: {stream.damage}"
             stream.close()
             continue
         opened.append(CompressedToRead(stream, checkpoint, inode))
@@ -101,11 +111,11 @@ def _resume_point(
     known: Mapping[str, Checkpoint],
     fingerprint_bytes: Mapping[str, int],
 ) -> Checkpoint | None:
-    """The checkpoint to read the stream from, or None when nothing is left in it."""
-    longest = max((c.fingerprint.head_len for c in candidates), default=0)
-    rotation_of = match_stream(stream, candidates, longest) if candidates else None
-    if rotation_of is not None:
-        return None if rotation_of.finished else rotation_of
+    """The checkpoint to read the stream from, or None when nothing is left in it.
+
+    Its own identity first (a run that read part of it); then whether it is the
+    rotation of a known file, proven by that file's markers; else a new file.
+    """
     size = fingerprint_bytes.get(source, 256)
     data = stream.pread(size, 0)
     # A compressed file is complete: a first line shorter than the limit and without
@@ -117,4 +127,8 @@ def _resume_point(
     checkpoint = known.get(fingerprint.id)
     if checkpoint is not None:
         return None if checkpoint.finished else checkpoint
+    longest = max((c.fingerprint.head_len for c in candidates), default=0)
+    rotation_of = match_stream(stream, candidates, longest) if candidates else None
+    if rotation_of is not None:
+        return None if rotation_of.finished else rotation_of
     return Checkpoint(fingerprint, source, printable_path(stream.path), 0)

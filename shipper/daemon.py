@@ -23,7 +23,7 @@ import socket
 import stat
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -95,6 +95,8 @@ REFILL_RETRY_SECS = 10.0
 SYSTEMD_STATUS_SECS = 10.0
 #: How often (at most) live files are checked for having gone stale.
 STALE_CHECK_SECS = 30.0
+#: After change events fail, how long to poll before watching again.
+WATCH_RESTART_SECS = 30.0
 #: Backfill: compressed files read at once (each holds a decompressor's window).
 BACKFILL_STREAMS = 16
 #: At a reload, how long puts already running may take to finish: below systemd's
@@ -164,7 +166,18 @@ class StepResult:
 
 def _read_through(identified: Identified) -> bool:
     """A known file a backfill already read to its end (in this run or an earlier one)."""
-    return identified.known is not None and identified.known.finished and not identified.rewritten
+    known = identified.known
+    return (
+        known is not None
+        and known.finished
+        and not identified.rewritten
+        and identified.size <= known.offset
+    )
+
+
+def _read_through_at(candidates: Iterable[Checkpoint], size: int) -> bool:
+    """The same, judged from the inode's checkpoints and size alone (nothing opened)."""
+    return any(c.finished and size <= c.offset for c in candidates)
 
 
 def _iso(when: float) -> str:
@@ -618,16 +631,38 @@ class Daemon:
     async def _drain(self) -> ExitCode:
         assert self.uploader is not None
         if self.one_shot and not self._stopping.is_set() and await self._backfill_delivered():
-            log.info(
-                "backfill complete: every file read to its end and delivered",
-                extra={"counters": self.counters()},
-            )
-            return ExitCode.OK
+            return self._backfill_outcome()
         code = await self._drain_after_stop()
-        if self.one_shot and code == ExitCode.OK:
+        if self.one_shot and code == ExitCode.OK and self.reload_settings is None:
             log.warning("backfill interrupted; run it again to go on from where it stopped")
             return ExitCode.INCOMPLETE
         return code
+
+    def _backfill_outcome(self) -> ExitCode:
+        """Complete only if every file was read and every batch delivered."""
+        counters = self.counters()
+        for path in self._unidentified:
+            with contextlib.suppress(OSError):
+                if os.path.getsize(path) > 0:  # an empty file has nothing to ship
+                    self._backfill.skipped[printable_path(path)] = (
+                        "its first line is not complete (no newline yet)"
+                    )
+        undelivered = counters.get("quarantined", 0) + counters.get("spool_lost", 0)
+        if self._backfill.skipped or undelivered:
+            log.error(
+                "backfill incomplete: files left unread or batches not delivered",
+                extra={
+                    "unread": self._backfill.skipped,
+                    "quarantined": counters.get("quarantined", 0),
+                    "spool_lost": counters.get("spool_lost", 0),
+                },
+            )
+            return ExitCode.INCOMPLETE
+        log.info(
+            "backfill complete: every file read to its end and delivered",
+            extra={"counters": counters},
+        )
+        return ExitCode.OK
 
     async def _backfill_delivered(self) -> bool:
         """Everything is read: wait until it is all delivered, however long the store
@@ -651,16 +686,19 @@ class Daemon:
             return False
         return True
 
-    async def _compressed_for_backfill(self) -> list[ActiveFile]:
-        """Backfill: open the compressed files with lines left, as many as slots allow."""
+    async def _compressed_for_backfill(self, *, already: int) -> list[ActiveFile]:
+        """Backfill: open the compressed files with lines left, as many as slots allow
+        (``already``: files this scan opens besides)."""
         found = await asyncio.to_thread(discover, self.settings.sources, compressed=True)
-        budget = min(self.settings.max_open_files - len(self.active), BACKFILL_STREAMS)
+        free = self.settings.max_open_files - len(self.active) - already
+        budget = min(free, BACKFILL_STREAMS)
         skip = self._backfill.seen | set(self.active)
         streams, self._backfill.more = await asyncio.to_thread(
             backfill.find_compressed_to_read,
             found,
             {fid: replace(c) for fid, c in self.known.items()},
             skip=skip,
+            skipped=self._backfill.skipped,
             fingerprint_bytes={n: s.fingerprint_bytes for n, s in self.settings.sources.items()},
             budget=max(budget, 0),
         )
@@ -892,7 +930,7 @@ class Daemon:
             await self._seal_all_open()
 
     async def _idle(self) -> None:
-        if self._events.dirty:
+        if self._events.dirty and self._events.live:
             return  # written to during the round: read again at once
         next_look = (
             self._events.next_sweep if self._events.live else time.monotonic() + IDLE_WAIT_SECS
@@ -1428,7 +1466,7 @@ class Daemon:
         for inode in set(self._held_since) - seen:
             del self._held_since[inode]
         if self.one_shot:
-            opened += await self._compressed_for_backfill()
+            opened += await self._compressed_for_backfill(already=len(opened))
         await self._start_tailing(opened)
         now = time.time()
         for parked in self._parked.values():
@@ -1732,14 +1770,8 @@ class Daemon:
                 handled.add(inode)
                 if parked is not None and st.st_size < parked.size:
                     shrunk.add(inode)  # truncated while closed
-                if inode in held:
+                if inode in held or self._nothing_to_read(st, parked, by_inode.get(inode, ())):
                     pass
-                elif (
-                    parked is not None
-                    and parked.size == st.st_size
-                    and parked.mtime_ns == st.st_mtime_ns
-                ):
-                    pass  # parked and unchanged: nothing to read
                 elif inode not in self.active and budget <= 0:
                     waiting += 1  # read once another file is parked
                     waiting_inodes.add(inode)
@@ -1763,7 +1795,7 @@ class Daemon:
             except FileNotFoundError:
                 continue
             except OSError as exc:
-                self._warnings.warn("cannot open log file", path=path, error=str(exc))
+                self._cannot_open(path, exc)
                 continue
             results.append((source, path, inode, identified))
         self._waiting_to_open = waiting
@@ -1777,6 +1809,19 @@ class Daemon:
                 max_open_files=self.settings.max_open_files,
             )
         return results
+
+    def _nothing_to_read(
+        self, st: os.stat_result, parked: Parked | None, known: Iterable[Checkpoint]
+    ) -> bool:
+        """Parked and unchanged, or (backfill) read to its end already: not opened."""
+        if parked is not None and (parked.size, parked.mtime_ns) == (st.st_size, st.st_mtime_ns):
+            return True
+        return self.one_shot and _read_through_at(known, st.st_size)
+
+    def _cannot_open(self, path: str, exc: OSError) -> None:
+        self._warnings.warn("cannot open log file", path=path, error=str(exc))
+        if self.one_shot:
+            self._backfill.skipped[printable_path(path)] = str(exc)
 
     def _note_waiting(
         self,
@@ -1803,7 +1848,8 @@ class Daemon:
             return
         try:
             offset = 0
-            if initial and self.settings.sources[source].read_from == "end" and not self._had_state:
+            from_end = self.settings.sources[source].read_from == "end" and not self.one_shot
+            if initial and from_end and not self._had_state:
                 offset = end_of_last_line(found.fd, found.size)  # as _open would
         except OSError:
             return
@@ -1942,6 +1988,13 @@ class Daemon:
         roots = watch_roots(self.settings.sources)
         if not roots or not self.settings.file_events:
             return
+        while not self._stopping.is_set():
+            await self._watch_once(roots)
+            # Gone (a file name it cannot decode, an inotify error): polling meanwhile.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), WATCH_RESTART_SECS)
+
+    async def _watch_once(self, roots: list[Path]) -> None:
         self._events.live = True
         try:
             async for changes in watchfiles.awatch(
@@ -1967,9 +2020,13 @@ class Daemon:
                     self._events.dirty.add(printable_path(path))
                 self._wake.set()
         except Exception as exc:
-            log.warning("file change events unavailable; polling only", extra={"error": str(exc)})
+            self._warnings.warn(
+                "file change events unavailable; polling only until they are back",
+                error=str(exc),
+            )
         finally:
             self._events.live = False
+            self._events.dirty.clear()
 
     def _preopen(self, path: str) -> None:
         """Open a just-created file that a source selects; the next scan identifies it."""

@@ -259,10 +259,17 @@ class DiskGuard:
     ) -> list[tuple[Loss, SpoolEntry]]:
         """Bytes a writer added between the check and the unlink: lost, so recorded."""
         file = deletion.file
-        size = (await asyncio.to_thread(os.fstat, fd)).st_size
-        if size <= file.size:
+        try:
+            size = (await asyncio.to_thread(os.fstat, fd)).st_size
+            if size <= file.size:
+                return []
+            extra = await asyncio.to_thread(lines_between, fd, fingerprint, file.size, size)
+        except OSError as exc:
+            log.error(
+                "cannot tell whether lines were written while a file was being deleted",
+                extra={"path": printable_path(file.path), "error": str(exc)},
+            )
             return []
-        extra = await asyncio.to_thread(lines_between, fd, fingerprint, file.size, size)
         reason = f"{deletion.reason}; written while it was being deleted"
         try:
             gap = await asyncio.to_thread(self.hooks.seal_gap, file, extra, reason)

@@ -90,3 +90,49 @@ def test_an_interrupted_backfill_goes_on_where_it_stopped(tmp_path: Path) -> Non
     code, log = backfill(shipping)
     assert code == ExitCode.OK, log
     assert_exact(dir_seqs(shipping.shipped), range(total))
+
+
+def test_more_files_than_slots_a_shared_banner_and_a_file_grown_since(tmp_path: Path) -> None:
+    shipping = Shipping(tmp_path, "directory", include="*.log*", extra_toml="max_open_files = 4\n")
+    banner = b'{"seq": -1, "message": "service starting"}\n'  # every file's first line
+    total = 0
+    for n in range(20):
+        body = banner + lines(total, 50)
+        (shipping.logs / f"app.log.{n}.gz").write_bytes(gzip.compress(body))
+        total += 50
+    for n in range(5):
+        (shipping.logs / f"old{n}.log").write_bytes(lines(total, 50))
+        total += 50
+    code, log = backfill(shipping)
+    assert code == ExitCode.OK, log
+    seqs = dir_seqs(shipping.shipped)
+    assert seqs.pop(-1) == 20  # the banner, once per compressed file
+    assert_exact(seqs, range(total))
+
+    # Written to after it was read through: the next run ships what was added.
+    with (shipping.logs / "old0.log").open("ab") as f:
+        f.write(lines(total, 10))
+    code, log = backfill(shipping)
+    assert code == ExitCode.OK, log
+    seqs = dir_seqs(shipping.shipped)
+    seqs.pop(-1)
+    assert_exact(seqs, range(total + 10))
+
+
+def test_a_file_it_cannot_read_makes_the_run_incomplete(tmp_path: Path) -> None:
+    shipping = Shipping(tmp_path, "directory", include="*.log*")
+    (shipping.logs / "app.log").write_bytes(lines(0, 100))
+    (shipping.logs / "cut.log").write_bytes(
+        b'{"seq": 100, "message": "no newl'
+    )  # no first line yet
+    (shipping.logs / "bad.log.1.gz").write_bytes(b"not gzip at all")
+    code, log = backfill(shipping)
+    assert code == ExitCode.INCOMPLETE, log
+    [incomplete] = [
+        orjson.loads(line) for line in log.splitlines() if "backfill incomplete" in line
+    ]
+    assert incomplete["level"] == "ERROR"
+    unread = " ".join(f"{path}: {why}" for path, why in incomplete["unread"].items())
+    assert "cut.log: its first line is not complete" in unread
+    assert "bad.log.1.gz: cannot decompress it" in unread
+    assert_exact(dir_seqs(shipping.shipped), range(100))
