@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +18,8 @@ from shipper.exit_codes import ExitCode
 from shipper.sdnotify import Notifier
 from tests.e2e_harness import Shipping
 from tests.support.daemon import PROJECT_ROOT, ShipperProcess
-from tests.support.store import wait_for
+from tests.support.producers import run_writer
+from tests.support.store import assert_exact, wait_for
 
 UNIT = PROJECT_ROOT / "systemd" / "shipper.service"
 ANALYZE = shutil.which("systemd-analyze")
@@ -107,6 +109,7 @@ def test_notifier_sends_to_path_and_abstract_sockets(tmp_path: Path) -> None:
 @pytest.mark.e2e
 def test_the_daemon_says_ready_pings_the_watchdog_and_says_stopping(tmp_path: Path) -> None:
     shipping = Shipping(tmp_path, "directory")
+    run_writer(shipping.logs / "app.log", 0, 200)
     address = tmp_path / "notify"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
         listener.bind(str(address))
@@ -125,5 +128,18 @@ def test_the_daemon_says_ready_pings_the_watchdog_and_says_stopping(tmp_path: Pa
             ready = next(m for m in received if b"READY=1" in m)
             assert b"STATUS=ready;" in ready and b"files open" in ready
             wait_for(lambda: has(b"WATCHDOG=1", 3), 30, interval=0, message="3 watchdog pings")
+            # systemctl reload: RELOADING=1 (with the monotonic time), then READY=1 again.
+            shipping.wait_delivered(200)
+            shipping.config.write_text(
+                shipping.config.read_text().replace('service = "e2e"', 'service = "again"')
+            )
+            shipping.daemon.send_signal(signal.SIGHUP)
+            wait_for(lambda: has(b"RELOADING=1"), 30, interval=0, message="RELOADING=1")
+            reloading = next(m for m in received if b"RELOADING=1" in m)
+            assert b"MONOTONIC_USEC=" in reloading
+            wait_for(lambda: has(b"READY=1", 2), 30, interval=0, message="READY=1 again")
+            run_writer(shipping.logs / "app.log", 200, 100)
+            shipping.wait_delivered(300)
             assert shipping.daemon.terminate() == ExitCode.OK
         wait_for(lambda: has(b"STOPPING=1"), 10, interval=0, message="STOPPING=1")
+    assert_exact(shipping.delivered(), range(300))
