@@ -9,6 +9,7 @@ each with a gap record that accounts for exactly the lines lost).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import shutil
@@ -167,17 +168,29 @@ def disk_shipping(tmp_path: Path, store: dict[str, Any], **disk: object) -> Ship
     )
 
 
-def test_disk_guard_keeps_unshipped_files_above_critical(
-    tmp_path: Path, small_fs: Path, store: dict[str, Any]
-) -> None:
+@contextlib.contextmanager
+def filled_with_the_store_down(
+    tmp_path: Path, store: dict[str, Any], on_critical: str
+) -> Iterator[tuple[Shipping, int]]:
+    """The daemon running with the store stopped, the small filesystem 85% written;
+    the store starts again when the block ends."""
     seaweed = store["seaweed"]
-    shipping = disk_shipping(tmp_path, store, on_critical="keep")
+    shipping = disk_shipping(tmp_path, store, on_critical=on_critical)
     total = lines_to_fill(tmp_path, 0.85)
     seaweed.stop()
     try:
         shipping.daemon.start()
         shipping.wait_started()
         fill(shipping, total)
+        yield shipping, total
+    finally:
+        seaweed.start()
+
+
+def test_disk_guard_keeps_unshipped_files_above_critical(
+    tmp_path: Path, small_fs: Path, store: dict[str, Any]
+) -> None:
+    with filled_with_the_store_down(tmp_path, store, "keep") as (shipping, total):
         assert used_ratio(small_fs) > 0.8
 
         def critical() -> dict[str, Any] | None:
@@ -202,8 +215,6 @@ def test_disk_guard_keeps_unshipped_files_above_critical(
         assert deletions(shipping, "deleted shipped rotated file") == []
         assert deletions(shipping, "deleted an unshipped rotated file") == []
         assert deletions(shipping, "deleted a rotated file not yet delivered") == []
-    finally:
-        seaweed.start()
     try:
         # The store is back: everything ships, then the high watermark frees the disk.
         assert_exact(shipping.wait_delivered(total, timeout=180), range(total))
@@ -221,20 +232,12 @@ def test_disk_guard_deletes_unshipped_files_with_a_gap_record(
     tmp_path: Path, small_fs: Path, store: dict[str, Any]
 ) -> None:
     seaweed = store["seaweed"]
-    shipping = disk_shipping(tmp_path, store, on_critical="delete_unshipped")
-    total = lines_to_fill(tmp_path, 0.85)
-    seaweed.stop()
-    try:
-        shipping.daemon.start()
-        shipping.wait_started()
-        fill(shipping, total)
+    with filled_with_the_store_down(tmp_path, store, "delete_unshipped") as (shipping, total):
         shipping._wait(lambda: used_ratio(small_fs) <= 0.7, 60, "the disk brought below critical")
         lost_logs = deletions(shipping, "deleted an unshipped rotated file")
         assert lost_logs, shipping.daemon.log_tail()
         assert all(d["level"] == "ERROR" for d in lost_logs)
         assert (small_fs / "app.log").exists()
-    finally:
-        seaweed.start()
     try:
         client = seaweed.client()
         gaps_logged = len(lost_logs)
