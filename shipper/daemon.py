@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import fcntl
 import functools
-import hashlib
 import logging
 import os
 import signal
@@ -29,16 +28,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import orjson
 import watchfiles
 
 from shipper import backfill, refill
 from shipper.batching import Batch, Batcher, BatchLimits
 from shipper.config import DEFAULT_COMPRESSION_LEVEL, Settings, load_config
-from shipper.encoding import EncodedBatch, compress, encode_batch
+from shipper.encoding import encode_batch
 from shipper.errors import ConfigError, StateError
 from shipper.exit_codes import ExitCode
 from shipper.fsutil import printable_path
+from shipper.gaps import encode_gap
 from shipper.guard import DiskGuard, GuardSnapshot
 from shipper.health import HealthServer, Readiness
 from shipper.keys import compile_template
@@ -60,7 +59,6 @@ from shipper.sources.discovery import (
     source_of,
     watch_roots,
 )
-from shipper.sources.fingerprint import Fingerprint
 from shipper.sources.identify import (
     ByHead,
     Identified,
@@ -72,7 +70,7 @@ from shipper.sources.identify import (
 from shipper.sources.markers import Marker, remember
 from shipper.sources.multiline import LineJoiner, start_rule
 from shipper.sources.tail import FileTailer, LineChunk
-from shipper.spool import DamagedEntry, Segment, Spool, SpoolEntry
+from shipper.spool import DamagedEntry, Spool, SpoolEntry
 from shipper.status import FileStatus
 from shipper.uploader import Uploader
 
@@ -1356,44 +1354,16 @@ class Daemon:
 
     def seal_gap(self, file: RotatedFile, loss: Loss, reason: str) -> SpoolEntry:
         """Spool the record of lines deleted unshipped, as an object beside the batches."""
-        now = time.time()
-        # A file never identified (a compressed file matching no known one) is named
-        # by where it was: its device and inode, with no first line.
-        fingerprint = loss.fingerprint or Fingerprint(file.dev, file.ino, 0, "")
-        path = printable_path(file.path)
-        record = {
-            "shipper_gap": True,
-            "reason": f"deleted unshipped: {reason}",
-            "host": self.host,
-            "source": file.source,
-            "path": path,
-            "fingerprint": fingerprint.id,
-            "start": loss.start,
-            "end": loss.end,
-            "lines": loss.lines,
-            "compressed": file.compressed,
-            "deleted_at": datetime.fromtimestamp(now, tz=timezone.utc).isoformat(),
-        }
-        body = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        key = self.keys.render(
-            source=file.source,
-            fingerprint_id=fingerprint.id,
-            start=loss.start,
-            end=loss.end,
-            first_time=now,
-        )
         sink = self.settings.sink
-        gap = EncodedBatch(
-            key=key.removesuffix(self.keys.suffix) + ".gap" + self.keys.suffix,
-            source=file.source,
-            segments=(Segment(fingerprint, path, loss.start, loss.end, loss.lines),),
-            records=0,
-            body=compress(body, sink.codec, sink.compression_level),
-            body_sha256=hashlib.sha256(body).hexdigest(),
-            uncompressed_bytes=len(body),
+        gap = encode_gap(
+            file,
+            loss,
+            reason,
+            host=self.host,
+            keys=self.keys,
             codec=sink.codec,
-            first_time=now,
-            kind="gap",
+            level=sink.compression_level,
+            now=time.time(),
         )
         return self.spool.seal(gap)
 

@@ -8,15 +8,20 @@ import itertools
 import os
 from pathlib import Path
 
+import orjson
 import pytest
+import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shipper.gaps import encode_gap
+from shipper.keys import compile_template, is_gap_key
 from shipper.ledger import LedgerRecord
 from shipper.recovery import resume_positions
 from shipper.refill import plan
 from shipper.retention import (
     DiskUsage,
+    Loss,
     RotatedFile,
     choose,
     measure_loss,
@@ -401,3 +406,41 @@ def test_a_gap_record_moves_no_resume_position_and_is_never_read_again() -> None
     assert planned.holes == [] and [why for _, why in planned.lost] == [
         "a damaged gap record (lines deleted unshipped)"
     ]
+
+
+def test_a_gap_record_names_the_lost_range_beside_the_batches() -> None:
+    keys = compile_template(
+        "source={source}/host={host}/{fingerprint}-{start}-{end}",
+        prefix="logs",
+        static={},
+        host="web-1",
+        codec="zstd",
+    )
+    fp = Fingerprint(1, 2, 3, "x")
+    lost = file("app.log.3", mtime=1000, shipped=False)
+    gap = encode_gap(
+        lost,
+        Loss(fp, 100, 900, 7),
+        "critical_watermark",
+        host="web-1",
+        keys=keys,
+        codec="zstd",
+        level=3,
+        now=1_795_000_000.0,
+    )
+    batch_key = keys.render(
+        source="app", fingerprint_id=fp.id, start=100, end=900, first_time=1_795_000_000.0
+    )
+    assert gap.key == batch_key.removesuffix(".ndjson.zst") + ".gap.ndjson.zst"
+    assert is_gap_key(gap.key) and not is_gap_key(batch_key)
+    assert gap.kind == "gap" and gap.records == 0
+    record = orjson.loads(zstandard.decompress(gap.body))
+    assert record["shipper_gap"] is True
+    assert (record["fingerprint"], record["start"], record["end"], record["lines"]) == (
+        fp.id,
+        100,
+        900,
+        7,
+    )
+    assert record["reason"] == "deleted unshipped: critical_watermark"
+    assert record["host"] == "web-1" and record["path"] == "/logs/app.log.3"
