@@ -41,7 +41,7 @@ from shipper.retention import (
 )
 from shipper.shipped import ShippedIndex
 from shipper.sources.checkpoints import Checkpoint
-from shipper.sources.discovery import discover
+from shipper.sources.discovery import discover, watch_roots
 from shipper.sources.fingerprint import Fingerprint
 from shipper.spool import SpoolEntry
 
@@ -153,8 +153,10 @@ class DiskGuard:
             )
 
     def _measure(self, files: list[RotatedFile]) -> dict[int, DiskUsage]:
-        """Every filesystem holding a rotated file, and the state directory's."""
+        """Every filesystem holding the logs (their directories and rotated files),
+        and the state directory's."""
         places = {str(self.settings.state_dir)}
+        places.update(str(root) for root in watch_roots(self.settings.sources))
         places.update(str(Path(f.path).parent) for f in files)
         usage: dict[int, DiskUsage] = {}
         for place in sorted(places):
