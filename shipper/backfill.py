@@ -21,12 +21,10 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from shipper.fsutil import printable_path
+from shipper.fsutil import InodeKey, printable_path
 from shipper.sources.checkpoints import Checkpoint
 from shipper.sources.compressed import DecompressedStream, is_compressed, match_stream
 from shipper.sources.fingerprint import Fingerprint, head_of
-
-InodeKey = tuple[int, int]
 
 
 @dataclass(slots=True)

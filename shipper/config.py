@@ -1113,13 +1113,12 @@ def _parse_retention(table: _Table | None) -> RetentionSettings:
     if table is None:
         return RetentionSettings()
     table.check_keys(_RETENTION_KEYS)
-    max_age = None
-    if "max_age_secs" in table.data:
-        max_age = table.seconds("max_age_secs", math.inf)
+    # Both off unless set; a bad value is reported (and the config refused).
+    max_age = table.seconds("max_age_secs", 0.0) if "max_age_secs" in table.data else None
     # 0 is allowed: keep no rotated file once it is shipped.
     max_total = table.size("max_total_bytes", 0, 0) if "max_total_bytes" in table.data else None
     return RetentionSettings(
-        max_age_secs=None if max_age == math.inf else max_age,
+        max_age_secs=max_age,
         max_total_bytes=max_total,
         quiet_secs=table.seconds("quiet_secs", RetentionSettings().quiet_secs, most=86400),
     )

@@ -36,7 +36,7 @@ from shipper.config import DEFAULT_COMPRESSION_LEVEL, Settings, load_config
 from shipper.encoding import encode_batch
 from shipper.errors import ConfigError, StateError
 from shipper.exit_codes import ExitCode
-from shipper.fsutil import printable_path
+from shipper.fsutil import InodeKey, printable_path
 from shipper.gaps import encode_gap
 from shipper.guard import DiskGuard, GuardSnapshot
 from shipper.health import HealthServer, Readiness
@@ -100,8 +100,6 @@ BACKFILL_STREAMS = 16
 #: At a reload, how long puts already running may take to finish: below systemd's
 #: WatchdogSec (30), since no pings go out meanwhile.
 RELOAD_IN_FLIGHT_SECS = 10.0
-
-InodeKey = tuple[int, int]
 
 
 @dataclass(slots=True)
@@ -167,9 +165,8 @@ def _read_through(identified: Identified) -> bool:
     known = identified.known
     return (
         known is not None
-        and known.finished
         and not identified.rewritten
-        and identified.size <= known.offset
+        and _read_through_at([known], identified.size)
     )
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["fsync_dir", "printable_path", "regular_files", "write_synced"]
+__all__ = ["InodeKey", "fsync_dir", "printable_path", "regular_files", "write_synced"]
 
 import errno
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+
+#: A file's identity on this machine, whatever its name: (device, inode).
+InodeKey = tuple[int, int]
 
 
 def regular_files(directories: Iterable[Path]) -> Iterator[tuple[str, os.stat_result]]:

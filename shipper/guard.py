@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Protocol
 
 from shipper.config import Settings
-from shipper.fsutil import printable_path
+from shipper.fsutil import InodeKey, printable_path
 from shipper.logs import ThrottledLog
 from shipper.retention import (
     Deletion,
     DiskUsage,
-    InodeKey,
     Loss,
     RotatedFile,
     StreamFacts,

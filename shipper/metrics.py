@@ -10,8 +10,7 @@ from __future__ import annotations
 
 __all__ = ["Metrics", "MetricsSource"]
 
-import os
-import shutil
+import contextlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from shipper import __version__
+from shipper.retention import disk_usage
 from shipper.status import FileStatus
 
 #: Chain and reader counters that count records by what became of them.
@@ -144,9 +144,10 @@ class _Snapshot(Collector):
         yield stale
         usage = dict(self.source.filesystem_usage())
         if not usage:  # before the guard's first pass
-            state_dir = _filesystem_usage(self.source.state_dir)
-            if state_dir is not None:
-                usage[str(self.source.state_dir)] = state_dir
+            state_dir = self.source.state_dir
+            with contextlib.suppress(OSError):
+                place = state_dir if state_dir.exists() else state_dir.parent
+                usage[str(state_dir)] = disk_usage(str(place)).ratio
         filesystems = GaugeMetricFamily(
             "shipper_filesystem_used_ratio",
             "Fraction in use of each filesystem the disk guard watches (by a path on it).",
@@ -184,11 +185,3 @@ def _labelled(
         if key.startswith(prefix):
             family.add_metric([key.removeprefix(prefix)], value)
     return family
-
-
-def _filesystem_usage(path: Path) -> float | None:
-    try:
-        usage = shutil.disk_usage(path if path.exists() else os.path.dirname(path))
-    except OSError:
-        return None
-    return usage.used / usage.total if usage.total else None

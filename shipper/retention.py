@@ -35,14 +35,12 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from shipper.fsutil import printable_path
+from shipper.fsutil import InodeKey, printable_path
 from shipper.shipped import ShippedIndex
 from shipper.sources.checkpoints import Checkpoint
 from shipper.sources.compressed import DecompressedStream, is_compressed
 from shipper.sources.fingerprint import Fingerprint
 from shipper.sources.markers import MARKER_BYTES, Pread, check_markers, marker_from
-
-InodeKey = tuple[int, int]
 
 #: Bytes read at a time when measuring or counting.
 _READ_BYTES = 1 << 20
@@ -97,8 +95,13 @@ class DiskUsage:
 
     @property
     def ratio(self) -> float:
-        total = self.used + self.available
-        return self.used / total if total else 0.0
+        return used_ratio(self.used, self.available)
+
+
+def used_ratio(used: int, available: int) -> float:
+    """The fraction in use, as ``df`` counts it (blocks reserved for root left out)."""
+    total = used + available
+    return used / total if total else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,8 +386,9 @@ def choose(
             used[deletion.file.dev] -= deletion.file.disk_bytes
 
     def ratio(dev: int) -> float:
-        total = usage[dev].used + usage[dev].available
-        return used[dev] / total if total else 0.0
+        # What a deletion frees becomes available: the total stays.
+        freed = usage[dev].used - used[dev]
+        return used_ratio(used[dev], usage[dev].available + freed)
 
     for dev in usage:
         for file in (f for f in deletable if f.dev == dev):

@@ -80,9 +80,6 @@ class ShippedIndex:
         # Deliveries add on the event loop while retention reads in a thread.
         self._lock = threading.Lock()
 
-    def __len__(self) -> int:
-        return len(self._files)
-
     def get(self, fid: str) -> ShippedFile | None:
         return self._files.get(fid)
 
