@@ -48,8 +48,8 @@ ENV PATH=/opt/shipper/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 
-# Checkpoints, spool and ledger: losing them means re-reading files from the start
-# of what is not in the ledger. Mount a volume that outlives the container.
+# Checkpoints, spool and delivered ranges (state.db): losing them means reading files
+# again from their start. Mount a volume that outlives the container.
 VOLUME ["/var/lib/shipper"]
 
 USER 10001:10001

@@ -1,7 +1,7 @@
 """Idle CPU of ``shipper run`` watching many quiet files.
 
 Creates N files of a few lines each, starts the real daemon on them (directory
-sink), waits until the ledger holds every line, then measures the daemon's own
+sink), waits until the state database counts every line delivered, then measures the daemon's own
 CPU time (user + system, from /proc) over a window in which nothing is written.
 
     .venv/bin/python bench/idle_cpu.py --files 200 --seconds 60
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import ledger_lines, peak_rss_mib
+from throughput import delivered_records, peak_rss_mib
 
 LINES_PER_FILE = 5
 
@@ -57,7 +57,7 @@ def main() -> int:
         proc = subprocess.Popen([*command, "--log-level", "WARNING"], cwd=root)
         try:
             deadline = time.monotonic() + 120
-            while ledger_lines(root / "state" / "ledger.jsonl") < args.files * LINES_PER_FILE:
+            while delivered_records(root / "state") < args.files * LINES_PER_FILE:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit("the daemon did not ship the files")
                 time.sleep(0.2)

@@ -21,6 +21,8 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from shipper.statedb import read_totals
+
 MESSAGES = [
     ("INFO", "User logged in"),
     ("INFO", "Tool selected"),
@@ -55,13 +57,9 @@ def write_lines(path: Path, count: int) -> int:
     return path.stat().st_size
 
 
-def ledger_lines(ledger: Path) -> int:
-    if not ledger.exists():
-        return 0
-    total = 0
-    for line in ledger.read_bytes().splitlines():
-        total += sum(s["lines"] for s in json.loads(line)["segments"])
-    return total
+def delivered_records(state_dir: Path) -> int:
+    """Records the state database counts delivered (one line, one record, here)."""
+    return read_totals(state_dir).records
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -94,7 +92,7 @@ def main() -> int:
         )
         peak = 0.0
         try:
-            while ledger_lines(root / "state" / "ledger.jsonl") < args.lines:
+            while delivered_records(root / "state") < args.lines:
                 if proc.poll() is not None:
                     raise SystemExit(f"daemon exited with {proc.returncode}")
                 if time.monotonic() - started > args.timeout:

@@ -18,7 +18,7 @@ __all__ = ["BackfillProgress", "CompressedToRead", "find_compressed_to_read"]
 
 import hashlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from shipper.fsutil import InodeKey, printable_path
@@ -53,12 +53,14 @@ def find_compressed_to_read(
     skipped: dict[str, str],
     fingerprint_bytes: Mapping[str, int],
     budget: int,
+    roots: Mapping[str, Sequence[str]],
 ) -> tuple[list[CompressedToRead], bool]:
     """Open up to ``budget`` compressed files among ``found`` that still hold unread lines.
 
     Blocking: run it in a thread. ``skip`` are inodes open or done in this run;
-    files that cannot be read are added to ``skipped``. Returns the opened
-    streams, and whether more were left for want of budget.
+    files that cannot be read are added to ``skipped``. ``roots``: by source, where
+    a file may really be (through a symlink). Returns the opened streams, and
+    whether more were left for want of budget.
     """
     opened: list[CompressedToRead] = []
     # Only a checkpoint with markers can prove a stream holds its file: the first
@@ -79,7 +81,7 @@ def find_compressed_to_read(
             return opened, True
         skip.add(inode)
         try:
-            stream = DecompressedStream(path)
+            stream = DecompressedStream(path, roots=roots.get(source, ()))
         except OSError as exc:
             skipped[printable_path(path)] = str(exc)
             continue

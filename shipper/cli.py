@@ -24,6 +24,7 @@ from shipper.config import (
 from shipper.errors import ConfigError, ShipperError
 from shipper.exit_codes import ExitCode
 from shipper.logs import setup_logging
+from shipper.redact_output import output_scrubber
 from shipper.status import fetch_status, render_table, status_url
 
 log = logging.getLogger("shipper")
@@ -73,8 +74,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Credentials boto3 reads from the environment: hidden from our output like the
+#: config's ``${VAR}`` values, should a library's message ever quote one.
+_CREDENTIAL_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+
+
 def _load(path_arg: str | None) -> Settings:
-    return load_config(find_config_path(path_arg, os.environ))
+    """Load the config; from then on the logs and the HTTP endpoint hide what its
+    ``${VAR}`` references took from the environment, and the store's credentials."""
+    output_scrubber.hide(
+        {os.environ[name]: name for name in _CREDENTIAL_VARIABLES if os.environ.get(name)}
+    )
+    settings = load_config(find_config_path(path_arg, os.environ))
+    output_scrubber.hide(settings.expanded_values)
+    return settings
 
 
 def _check_config(args: argparse.Namespace) -> ExitCode:
@@ -121,6 +134,7 @@ def _run(args: argparse.Namespace, *, one_shot: bool = False) -> ExitCode:
                 break
             # SIGHUP with a changed, valid config: run again on it.
             previous, settings = settings, daemon.reload_settings
+            output_scrubber.hide(settings.expanded_values)
     except ShipperError as exc:
         log.critical("cannot run", extra={"error": str(exc)})
         return ExitCode.RUNTIME_ERROR

@@ -54,6 +54,7 @@ from shipper.processors.detectors import (
 )
 from shipper.processors.redact_keys import DEFAULT_SECRET_KEYS, RedactAction, normalise_key
 from shipper.processors.sample import LEVELS, CapLimit, FieldCondition, SampleRule
+from shipper.redact_output import OutputScrubber
 from shipper.units import GiB, KiB, MiB, format_size, parse_size
 
 if sys.version_info >= (3, 11):
@@ -103,6 +104,10 @@ class SourceSettings:
     multiline: MultilineSettings = field(default_factory=MultilineSettings)
     #: A live file not written for this long is flagged stale in /status and logged.
     stale_after_secs: float = 3600.0
+    #: Directories (absolute) a symlink the globs match may lead into, besides the
+    #: include globs' own base directories (Kubernetes: ``/var/log/containers/*.log``
+    #: links into ``/var/log/pods``). A symlink leading anywhere else is not shipped.
+    symlink_targets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -264,6 +269,11 @@ class Settings:
     #: A file with nothing new for this long is closed until it grows again.
     close_inactive_secs: float = 60.0
     config_path: Path | None = None
+    #: Every text ``${VAR}`` took from the environment -> the variable's name. Never
+    #: printed: the logs and the HTTP endpoint hide these texts (``shipper.redact_output``).
+    expanded_values: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False, compare=False
+    )
 
 
 def _keys(cls: type, *skip: str) -> tuple[str, ...]:
@@ -271,7 +281,7 @@ def _keys(cls: type, *skip: str) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls) if f.name not in skip)
 
 
-_ROOT_KEYS = _keys(Settings, "config_path")
+_ROOT_KEYS = _keys(Settings, "config_path", "expanded_values")
 _SOURCE_KEYS = _keys(SourceSettings, "name")
 _MULTILINE_KEYS = _keys(MultilineSettings)
 _MULTILINE_PRESETS = ("python_traceback", "json")
@@ -353,8 +363,12 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Setting
 def parse_config(
     data: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str, str]
 ) -> Settings:
-    """Validate already-parsed TOML; pure, so tests need no files."""
-    problems: list[ConfigProblem] = []
+    """Validate already-parsed TOML; pure, so tests need no files.
+
+    No problem's message holds a value expanded from the environment: a value that
+    ``${VAR}`` made is described by its variable instead (``got a value from ${VAR}``).
+    """
+    problems = _Problems()
     root = _Table(_interpolate(data, "", environ, problems), "", problems)
     root.check_keys(_ROOT_KEYS)
     state_dir = _resolve(base_dir, root.string("state_dir", "/var/lib/shipper"))
@@ -376,7 +390,7 @@ def parse_config(
     max_open_files = root.integer("max_open_files", 512, 1, 1_000_000)
     close_inactive = root.seconds("close_inactive_secs", 60.0)
     if problems or sink is None:
-        raise ConfigError(problems)
+        raise ConfigError(problems.without_expanded_values())
     return Settings(
         state_dir=state_dir,
         sources=MappingProxyType(sources),
@@ -396,12 +410,32 @@ def parse_config(
         checkpoint_grace_secs=checkpoint_grace,
         max_open_files=max_open_files,
         close_inactive_secs=close_inactive,
+        expanded_values=MappingProxyType(dict(problems.expanded_values)),
     )
 
 
-def _interpolate(
-    value: Any, path: str, environ: Mapping[str, str], problems: list[ConfigProblem]
-) -> Any:
+class _Problems(list[ConfigProblem]):
+    """The problems found so far, and what is needed to word them without a secret.
+
+    Every ``_Table`` of one parse shares this list, so each can tell whether a value
+    it reports came from the environment.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: Key path -> the variables its string was expanded from.
+        self.expanded_from: dict[str, tuple[str, ...]] = {}
+        #: Each text taken from the environment -> its variable's name.
+        self.expanded_values: dict[str, str] = {}
+
+    def without_expanded_values(self) -> list[ConfigProblem]:
+        """The problems, with any text from the environment that a message still holds
+        (a value quoted under another key, a library's error) hidden."""
+        scrubber = OutputScrubber(self.expanded_values)
+        return [ConfigProblem(p.key_path, scrubber.text(p.message)) for p in self]
+
+
+def _interpolate(value: Any, path: str, environ: Mapping[str, str], problems: _Problems) -> Any:
     """Expand ``${VAR}`` in every string value; keys are left alone so the schema stays fixed."""
     if isinstance(value, str):
         return _expand(value, path, environ, problems)
@@ -412,8 +446,13 @@ def _interpolate(
     return value
 
 
-def _expand(text: str, path: str, environ: Mapping[str, str], problems: list[ConfigProblem]) -> str:
-    """Shell-like expansion: ``${VAR:-default}`` also applies the default when VAR is empty."""
+def _expand(text: str, path: str, environ: Mapping[str, str], problems: _Problems) -> str:
+    """Shell-like expansion: ``${VAR:-default}`` also applies the default when VAR is empty.
+
+    Records which variables the value at ``path`` came from, and what each gave, so
+    that no message or log line shows it.
+    """
+    names: list[str] = []
 
     def replace(match: re.Match[str]) -> str:
         if match["dollar"]:
@@ -422,23 +461,29 @@ def _expand(text: str, path: str, environ: Mapping[str, str], problems: list[Con
             problems.append(ConfigProblem(path, _malformed_message(match.start())))
             return match[0]
         name, default = match["name"], match["default"]
-        if default is not None:
-            return _utf8(environ.get(name) or default, name, path, problems)
+        names.append(name)
+        if default is not None and not environ.get(name):
+            return default
         if name not in environ:
             problems.append(ConfigProblem(path, f"environment variable {name} is not set"))
             return ""
-        return _utf8(environ[name], name, path, problems)
+        return _from_environment(environ[name], name, path, problems)
 
-    return _REFERENCE_RE.sub(replace, text)
+    expanded = _REFERENCE_RE.sub(replace, text)
+    if names:
+        problems.expanded_from[path] = tuple(dict.fromkeys(names))
+    return expanded
 
 
-def _utf8(value: str, name: str, path: str, problems: list[ConfigProblem]) -> str:
+def _from_environment(value: str, name: str, path: str, problems: _Problems) -> str:
     """Values end up in JSON records and object metadata: UTF-8 only."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         problems.append(ConfigProblem(path, f"environment variable {name} is not valid UTF-8"))
         return ""
+    if value:
+        problems.expanded_values.setdefault(value, name)
     return value
 
 
@@ -477,6 +522,20 @@ class _Table:
 
     def problem(self, name: str, message: str) -> None:
         self.problems.append(ConfigProblem(_join(self.path, name), message))
+
+    def expanded_from(self, name: str) -> tuple[str, ...]:
+        """The variables the string at ``name`` was expanded from (none: written as it is)."""
+        if not isinstance(self.problems, _Problems):
+            return ()
+        return self.problems.expanded_from.get(_join(self.path, name), ())
+
+    def shown(self, name: str, value: object, *, quoted: bool = True) -> str:
+        """How a message quotes the value at ``name``: as it is, or, when it came from
+        the environment, by the variables it came from (it may be a secret)."""
+        variables = self.expanded_from(name)
+        if variables:
+            return "a value from " + " and ".join(f"${{{v}}}" for v in variables)
+        return f'"{value}"' if quoted else str(value)
 
     def check_keys(self, allowed: Sequence[str]) -> None:
         for key in self.data:
@@ -532,7 +591,7 @@ class _Table:
             return default
         if value not in choices:
             allowed = ", ".join(f'"{c}"' for c in choices)
-            self.problem(name, f'must be one of {allowed}, got "{value}"')
+            self.problem(name, f"must be one of {allowed}, got {self.shown(name, value)}")
             return default
         return value
 
@@ -554,18 +613,21 @@ class _Table:
         try:
             value = parse_size(raw)
         except ValueError as exc:
-            self.problem(name, str(exc))
+            # The parser's message quotes the text; one from the environment is not.
+            expanded = self.expanded_from(name)
+            self.problem(name, f"invalid size: {self.shown(name, raw)}" if expanded else str(exc))
             return default
         return value if self._in_range(name, value, low, high, _show_size) else default
 
     def _in_range(
         self, name: str, value: int, low: int, high: int | None, show: Callable[[int], str]
     ) -> bool:
+        got = self.shown(name, show(value), quoted=False)
         if high is not None and not low <= value <= high:
-            self.problem(name, f"must be between {show(low)} and {show(high)}, got {show(value)}")
+            self.problem(name, f"must be between {show(low)} and {show(high)}, got {got}")
             return False
         if value < low:
-            self.problem(name, f"must be at least {show(low)}, got {show(value)}")
+            self.problem(name, f"must be at least {show(low)}, got {got}")
             return False
         return True
 
@@ -675,7 +737,22 @@ def _parse_source(name: str, table: _Table, base_dir: Path) -> SourceSettings:
         max_line_bytes=table.size("max_line_bytes", MiB, 1 * KiB, 256 * MiB),
         multiline=_parse_multiline(table.table("multiline")),
         stale_after_secs=table.seconds("stale_after_secs", 3600.0),
+        symlink_targets=tuple(_absolute_paths(table, "symlink_targets")),
     )
+
+
+def _absolute_paths(table: _Table, name: str) -> list[str]:
+    """A list of absolute paths, normalised (``/var/log/pods/`` is ``/var/log/pods``).
+
+    Not resolved against the config file: a relative target would mean another
+    directory for each working directory the daemon could start in.
+    """
+    items = table.string_list(name)  # reports what is not a string
+    raw = table.data.get(name)
+    for index, item in enumerate(raw if isinstance(raw, list) else []):
+        if isinstance(item, str) and item and not os.path.isabs(item):
+            table.problem(f"{name}[{index}]", f'must be an absolute path, got "{item}"')
+    return [os.path.normpath(item) for item in items if os.path.isabs(item)]
 
 
 def _parse_multiline(table: _Table | None) -> MultilineSettings:
@@ -759,13 +836,17 @@ def _parse_redact(table: _Table | None, environ: Mapping[str, str]) -> RedactSet
     hash_key: bytes | None = None
     if "hash" in (*keys.values(), *detectors.values(), *(a for _, a in custom)):
         value = environ.get(hash_key_env, "")
-        if len(value.encode()) < _MIN_HASH_KEY_BYTES:
+        # The variable's bytes as they are: a key need not be UTF-8.
+        hash_key = value.encode("utf-8", "surrogateescape")
+        if len(hash_key) < _MIN_HASH_KEY_BYTES:
             table.problem(
                 "hash_key_env",
                 f"the hash action needs a key of at least {_MIN_HASH_KEY_BYTES} bytes in "
                 f"${hash_key_env}" + (" (it is not set)" if not value else ""),
             )
-        hash_key = value.encode()
+        elif isinstance(table.problems, _Problems):
+            # Read from the environment like a ${VAR}: never printed either.
+            table.problems.expanded_values.setdefault(value, hash_key_env)
     return RedactSettings(
         enabled=table.boolean("enabled", True),
         key_action=key_action,
@@ -838,7 +919,8 @@ def _parse_sample(table: _Table | None) -> SampleSettings:
     keep_level = LEVELS.get(level_name.upper())
     if keep_level is None:
         names = ", ".join(sorted({n for n in LEVELS if n.isalpha()}))
-        table.problem("keep_levels_at_or_above", f'unknown level "{level_name}" (one of {names})')
+        shown = table.shown("keep_levels_at_or_above", level_name)
+        table.problem("keep_levels_at_or_above", f"unknown level {shown} (one of {names})")
         keep_level = 30
     level_fields = table.string_list("level_fields") if "level_fields" in table.data else None
     cap_table = table.table("cap") if "cap" in table.data else None
@@ -978,16 +1060,21 @@ def _parse_sink(table: _Table | None, base_dir: Path) -> SinkSettings | None:
     for needed, required_by in (("path", "directory"), ("bucket", "s3")):
         if sink_type == required_by and needed not in table.data:
             table.problem(needed, f'required when sink.type = "{required_by}"')
-    if bucket is not None and (reason := _bucket_problem(bucket)):
-        table.problem("bucket", reason)
+    if bucket is not None:
+        shown = table.shown("bucket", bucket)
+        if table.expanded_from("bucket"):
+            shown = f"({shown})"
+        if reason := _bucket_problem(bucket, shown):
+            table.problem("bucket", reason)
     prefix = table.string("prefix", "").strip("/")
     if "//" in prefix or ".." in prefix.split("/"):
-        table.problem("prefix", f'must not contain "//" or ".." segments, got "{prefix}"')
+        shown = table.shown("prefix", prefix)
+        table.problem("prefix", f'must not contain "//" or ".." segments, got {shown}')
     endpoint_url = table.optional_string("endpoint_url")
-    if endpoint_url is not None and not _is_http_url(endpoint_url):
-        table.problem(
-            "endpoint_url", f'must be an http:// or https:// URL with a host, got "{endpoint_url}"'
-        )
+    if endpoint_url is not None and (
+        reason := _endpoint_problem(endpoint_url, table.shown("endpoint_url", endpoint_url))
+    ):
+        table.problem("endpoint_url", reason)
     codec = cast(Codec, table.choice("codec", get_args(Codec), "zstd"))
     key_fields = _string_table(table, "key_fields")
     key_template = table.string("key_template", DEFAULT_KEY_TEMPLATE)
@@ -1084,20 +1171,45 @@ def _string_table(table: _Table, name: str) -> dict[str, str]:
     return values
 
 
-def _bucket_problem(bucket: str) -> str | None:
-    """S3 naming rules, checked early so a typo fails at startup rather than at first upload."""
+def _bucket_problem(bucket: str, shown: str) -> str | None:
+    """S3 naming rules, checked early so a typo fails at startup rather than at first upload.
+
+    ``shown`` is how the message quotes the name (see ``_Table.shown``).
+    """
     if not 3 <= len(bucket) <= 63 or not _BUCKET_RE.fullmatch(bucket):
         return (
-            f'invalid bucket name "{bucket}": use 3-63 lowercase letters, digits, dots and '
+            f"invalid bucket name {shown}: use 3-63 lowercase letters, digits, dots and "
             "hyphens, starting and ending with a letter or digit"
         )
     if ".." in bucket:
-        return f'invalid bucket name "{bucket}": must not contain ".."'
+        return f'invalid bucket name {shown}: must not contain ".."'
     try:
         ipaddress.IPv4Address(bucket)
     except ValueError:
         return None
-    return f'invalid bucket name "{bucket}": must not look like an IP address'
+    return f"invalid bucket name {shown}: must not look like an IP address"
+
+
+#: Where the S3 sink's credentials come from instead of the config (as the README says).
+_CREDENTIALS_HINT = (
+    "credentials come from boto3's default chain: the environment variables"
+    " AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile (AWS_PROFILE), or an"
+    " instance or pod role"
+)
+
+
+def _endpoint_problem(url: str, shown: str) -> str | None:
+    """Where requests go, and only that: the URL is printed in errors and logged by
+    libraries, so it must carry no credentials, and no query string (a presigned one
+    holds a signature). Neither is ever quoted back."""
+    # Any "@" counts: a password may hold an unescaped "/", "?" or "#" before it.
+    if "@" in url:
+        return f"must not contain credentials (user:password@); {_CREDENTIALS_HINT}"
+    if "?" in url or "#" in url:
+        return "must not contain a query string or fragment: it says where the store is, no more"
+    if not _is_http_url(url):
+        return f"must be an http:// or https:// URL with a host, got {shown}"
+    return None
 
 
 def _is_http_url(url: str) -> bool:
@@ -1160,25 +1272,28 @@ def _parse_health(table: _Table | None) -> HealthSettings:
     table.check_keys(_HEALTH_KEYS)
     listen = table.string("listen", "127.0.0.1:8686")
     try:
-        host, port = _split_listen(listen)
+        host, port = _split_listen(listen, table.shown("listen", listen))
     except ValueError as exc:
         table.problem("listen", str(exc))
         return HealthSettings()
     return HealthSettings(listen=listen, host=host, port=port)
 
 
-def _split_listen(listen: str) -> tuple[str, int]:
-    """Split "host:port"; IPv6 hosts need brackets, as in URLs, to keep the port unambiguous."""
+def _split_listen(listen: str, shown: str) -> tuple[str, int]:
+    """Split "host:port"; IPv6 hosts need brackets, as in URLs, to keep the port unambiguous.
+
+    ``shown`` is how a message quotes ``listen`` (see ``_Table.shown``).
+    """
     match = _LISTEN_RE.fullmatch(listen)
     if match is None:
-        raise ValueError(f'expected "host:port", got "{listen}"')
+        raise ValueError(f'expected "host:port", got {shown}')
     host = match["host"]
     if host is None:
         host = match["v6"]
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            raise ValueError(f'invalid IPv6 address "{host}" in "{listen}"') from None
+            raise ValueError(f"invalid IPv6 address in {shown}") from None
     port = int(match["port"])
     if port > 65535:
         raise ValueError(f"port must be between 0 and 65535, got {port}")

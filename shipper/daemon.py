@@ -33,6 +33,8 @@ import watchfiles
 from shipper import backfill, refill
 from shipper.batching import Batch, Batcher, BatchLimits
 from shipper.config import DEFAULT_COMPRESSION_LEVEL, Settings, load_config
+from shipper.confined import open_log_file
+from shipper.dirs import PRIVATE_DIR_MODE, make_dirs
 from shipper.encoding import encode_batch
 from shipper.errors import ConfigError, StateError
 from shipper.exit_codes import ExitCode
@@ -50,12 +52,20 @@ from shipper.retention import Loss, RotatedFile
 from shipper.sdnotify import Notifier
 from shipper.shipped import ShippedIndex
 from shipper.sinks import Sink, build_sink
-from shipper.sources.checkpoints import Checkpoint, CheckpointStore
-from shipper.sources.compressed import CompressedFileTailer, DecompressedStream, find_compressed
+from shipper.sources.checkpoints import Checkpoint
+from shipper.sources.compressed import (
+    CompressedFileTailer,
+    DecompressedStream,
+    Refusal,
+    RefusedFiles,
+    find_compressed,
+)
 from shipper.sources.discovery import (
+    Refusals,
     discover,
     find_by_inode,
     real_parents,
+    roots_of,
     source_of,
     watch_roots,
 )
@@ -71,12 +81,17 @@ from shipper.sources.markers import Marker, remember
 from shipper.sources.multiline import LineJoiner, start_rule
 from shipper.sources.tail import FileTailer, LineChunk
 from shipper.spool import DamagedEntry, Spool, SpoolEntry
+from shipper.state_migration import migrate_legacy_state
+from shipper.statedb import STATE_DB_NAME, StateDB
 from shipper.status import FileStatus
 from shipper.uploader import Uploader
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_INTERVAL_SECS = 1.0
+#: At most this stale, a file's saved ``seen_at`` (when it was last found): enough to
+#: forget it in time, without writing every file's row at every scan.
+SEEN_AT_SAVE_SECS = 3600.0
 #: Longest the reader sleeps when idle; change events usually wake it sooner.
 IDLE_WAIT_SECS = 0.25
 #: Longest a file that looks like a copy still being written is held back without
@@ -100,6 +115,25 @@ BACKFILL_STREAMS = 16
 #: At a reload, how long puts already running may take to finish: below systemd's
 #: WatchdogSec (30), since no pings go out meanwhile.
 RELOAD_IN_FLIGHT_SECS = 10.0
+
+
+#: What a save compares to know whether a checkpoint's row must be written again.
+SavedForm = tuple[object, ...]
+
+
+def _saved_form(checkpoint: Checkpoint, seen_resolution: float) -> SavedForm:
+    c = checkpoint
+    return (
+        c.fingerprint,
+        c.source,
+        c.path,
+        c.offset,
+        c.markers,
+        c.finished,
+        c.copy_of,
+        c.origin,
+        int(c.seen_at // seen_resolution),
+    )
 
 
 @dataclass(slots=True)
@@ -148,6 +182,18 @@ class Parked:
     size: int
     #: A rewrite to the same size still changes the modification time.
     mtime_ns: int
+
+
+@dataclass(slots=True)
+class SavedCheckpoints:
+    """What the state database holds of the checkpoints: a save writes only the rows
+    that changed, and deletes those of forgotten files."""
+
+    #: Each checkpoint as last saved (``_saved_form``), by fingerprint id.
+    forms: dict[str, SavedForm] = field(default_factory=dict)
+    #: Files forgotten whose rows are still to be deleted.
+    forgotten: set[str] = field(default_factory=set)
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(slots=True)
@@ -208,8 +254,9 @@ class Daemon:
         self.host = socket.gethostname()
         state_dir = settings.state_dir
         self.spool = Spool(state_dir / "spool")
-        self.ledger = Ledger(state_dir / "ledger.jsonl")
-        self.checkpoint_store = CheckpointStore(state_dir / "checkpoints.json")
+        #: What the ledger proves delivered, per file: retention deletes by it.
+        self.shipped = ShippedIndex()
+        self.ledger = Ledger(StateDB(state_dir / STATE_DB_NAME), self.shipped)
         self.sink = sink or build_sink(settings.sink)
         self.keys = compile_template(
             settings.sink.key_template,
@@ -239,6 +286,7 @@ class Daemon:
         self._space_freed = asyncio.Event()
         self._rescan = asyncio.Event()
         self._checkpoints_dirty = False
+        self._saved = SavedCheckpoints()
         self._persist_lock = asyncio.Lock()
         #: Files found without a complete first line yet: every write rescans until
         #: they are open, so a quick rotation cannot take them away unread.
@@ -272,9 +320,8 @@ class Daemon:
         #: Damaged spool entries whose lines are to be read again.
         self._refill_plan = refill.Plan([], [], [])
         self._refill_retry_at = 0.0
-        #: What the ledger proves delivered, per file: retention deletes by it.
-        self.shipped = ShippedIndex()
-        self.guard = DiskGuard(settings, self.shipped, self)
+        # Compressed files refused as bombs are reported once, by the reader or the guard.
+        self.guard = DiskGuard(settings, self.shipped, self, refused=RefusedFiles(self._counters))
         # Held by the reader for each round and by each scan; the guard takes both to
         # let go of a file it deletes while neither is half-way through it.
         self._reading, self._scanning = asyncio.Lock(), asyncio.Lock()
@@ -285,6 +332,12 @@ class Daemon:
         self.reload_settings: Settings | None = None
         self._events = ChangeEvents()
         self._reloads: set[asyncio.Task[None]] = set()
+
+    @functools.cached_property
+    def _refusals(self) -> Refusals:
+        """Paths the globs match that are never read (symlinks out, FIFOs, ...): each
+        logged once and counted. Only the scans discover with it."""
+        return Refusals()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -474,7 +527,14 @@ class Daemon:
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGUSR1, _log_task_stacks)
         loop.add_signal_handler(signal.SIGHUP, self._reload_requested)
-        spooled = await asyncio.to_thread(self._recover)
+        # Watchdog pings from the start: recovering state is a stretch systemd must see alive.
+        pings = asyncio.create_task(self._tell_systemd(), name="sd_notify")
+        pings.add_done_callback(_report_crash)
+        try:
+            spooled = await asyncio.to_thread(self._recover)
+        except BaseException:
+            pings.cancel()
+            raise
         self.uploader = Uploader(
             sink=self.sink,
             spool=self.spool,
@@ -483,7 +543,6 @@ class Daemon:
             concurrency=self.settings.sink.upload_concurrency,
             on_space_freed=self._space_freed.set,
             on_damaged=lambda damaged: loop.call_soon_threadsafe(self._found_damaged, damaged),
-            on_delivered=self.shipped.add_entry,
             observe_latency=self.metrics.upload_seconds.observe,
         )
         for entry in spooled:
@@ -509,8 +568,6 @@ class Daemon:
             extra={"sources": sorted(self.settings.sources), "sink": self.settings.sink.type},
         )
         self.notifier.notify(ready="1", status=self._status_line())
-        pings = asyncio.create_task(self._tell_systemd(), name="sd_notify")
-        pings.add_done_callback(_report_crash)
         background.append(pings)
         try:
             await self._pump()
@@ -526,7 +583,7 @@ class Daemon:
             in_flight_secs = in_flight_secs if reloading else 0.0
             await self.uploader.stop(in_flight_secs=in_flight_secs)
             await self._persist_checkpoints()
-            self.ledger.close()
+            self.ledger.db.close()
             self.sink.close()
             self.notifier.close()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
@@ -617,6 +674,10 @@ class Daemon:
         while True:
             await asyncio.sleep(tick)
             fields = {"watchdog": "1"} if interval else {}
+            if not self._started:
+                # Recovering (converting an old state directory, say) while the loop is
+                # alive: more time, past TimeoutStartSec, a tick at a time.
+                fields["extend_timeout_usec"] = str(int(tick * 3 * 1e6))
             if time.monotonic() - last_status >= SYSTEMD_STATUS_SECS:
                 fields["status"] = self._status_line()
                 last_status = time.monotonic()
@@ -696,6 +757,7 @@ class Daemon:
             skipped=self._backfill.skipped,
             fingerprint_bytes={n: s.fingerprint_bytes for n, s in self.settings.sources.items()},
             budget=max(budget, 0),
+            roots={n: r.allowed for n, r in roots_of(self.settings.sources).items()},
         )
         self._backfill.seen |= skip
         opened: list[ActiveFile] = []
@@ -740,6 +802,8 @@ class Daemon:
         result = dict(self.chain.counters)
         result.update(self._counters)
         result.update(self.guard.counters)
+        result.update(self._refusals.counters)
+        result.update(self.spool.counters)
         if self.uploader is not None:
             result.update(self.uploader.counters)
         return result
@@ -750,15 +814,27 @@ class Daemon:
         """Runs in a thread: lock the state directory, load it, return the spooled entries."""
         state_dir = self.settings.state_dir
         try:
-            state_dir.mkdir(parents=True, exist_ok=True)
+            make_dirs(state_dir, PRIVATE_DIR_MODE)
             self._take_lock(state_dir / "lock")
-            checkpoints = self.checkpoint_store.load()
+            self.ledger.db.open()
+            migrate_legacy_state(
+                state_dir,
+                self.ledger.db,
+                grace_secs=self.settings.checkpoint_grace_secs,
+                now=time.time(),
+            )
+            stored = self.ledger.db.load()
             spooled, damaged = self.spool.recover()
-            delivered = self.ledger.open()
         except OSError as exc:
             raise StateError(f"state_dir {state_dir}: {exc}") from exc
-        self.known = resume_positions(checkpoints, spooled, delivered)
-        self.shipped.load(delivered)
+        for problem in stored.unreadable:
+            log.error("unreadable state row skipped", extra={"row": problem})
+        self._saved.forms = {
+            fid: _saved_form(c, self._seen_resolution) for fid, c in stored.checkpoints.items()
+        }
+        self.shipped.load(stored.shipped)
+        self.known = resume_positions(stored.checkpoints, spooled, stored.shipped)
+        self._checkpoints_dirty = True  # what the spool and the deliveries moved
         for entry in damaged:
             # A file that only a damaged entry still names (its checkpoints lost too):
             # known from that entry's end, so it is not read from byte 0 as new.
@@ -767,12 +843,13 @@ class Daemon:
                 self.known[fid] = Checkpoint(
                     entry.fingerprint, entry.source, entry.file_path or "", entry.end or 0
                 )
-        self._refill_plan = refill.plan(damaged, self.known, spooled, delivered)
+        self._refill_plan = refill.plan(damaged, self.known, spooled, self.shipped)
         self._had_state = bool(self.known)
         log.info(
             "recovered state",
             extra={
                 "known_files": len(self.known),
+                "shipped_files": len(stored.shipped),
                 "spooled_entries": len(spooled),
                 "damaged_entries": len(damaged),
                 "spool_bytes": self.spool.used_bytes,
@@ -782,7 +859,7 @@ class Daemon:
 
     def _found_damaged(self, damaged: DamagedEntry) -> None:
         """An upload found an entry damaged on disk: read its lines again soon."""
-        self._refill_plan.extend(refill.plan([damaged], self.known, [], []))
+        self._refill_plan.extend(refill.plan([damaged], self.known, [], self.shipped))
         self._wake.set()
 
     async def _refill_damaged(self) -> None:
@@ -889,7 +966,7 @@ class Daemon:
 
     def _take_lock(self, path: Path) -> None:
         # Two daemons on one state directory would each ship the same lines.
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
@@ -1264,10 +1341,14 @@ class Daemon:
                         "reason": tailer.stream.damage,
                     },
                 )
+            if isinstance(tailer, CompressedFileTailer) and tailer.stream.refused is not None:
+                self._compressed_refused(tailer, tailer.stream.refused, finished)
             if active.truncated:
-                log.warning(
+                # Rate-limited: a file that keeps shrinking must not flood the log.
+                self._warnings.warn(
                     "file truncated in place (copytruncate?); reading it again from its start",
-                    extra={"path": tailer.path, "read_up_to": tailer.offset},
+                    path=tailer.path,
+                    read_up_to=tailer.offset,
                 )
                 self._rescan.set()
             else:
@@ -1275,6 +1356,21 @@ class Daemon:
                     "finished rotated file",
                     extra={"path": tailer.path, "fingerprint": tailer.fingerprint.id},
                 )
+
+    def _compressed_refused(
+        self, tailer: CompressedFileTailer, refusal: Refusal, checkpoint: Checkpoint | None
+    ) -> None:
+        """A compressed file refused as a bomb while being read: reported, left as it is.
+
+        A backfill is then incomplete, and leaves it unfinished for its next run.
+        """
+        self.guard.refused.report(
+            tailer.path, refusal, fingerprint=tailer.fingerprint.id, unread_from=tailer.offset
+        )
+        if self.one_shot:
+            self._backfill.skipped[tailer.path] = f"refused: {refusal.reason}"
+            if checkpoint is not None:
+                checkpoint.finished = False
 
     async def _park_idle_files(self) -> None:
         """Close files at their end that are idle, or that others are waiting to replace.
@@ -1375,7 +1471,7 @@ class Daemon:
             await self._scan_now(initial=initial)
 
     async def _scan_now(self, *, initial: bool) -> None:
-        found = await asyncio.to_thread(discover, self.settings.sources)
+        found = await asyncio.to_thread(discover, self.settings.sources, refusals=self._refusals)
         by_inode, by_head = self._known_index()
         self._copies_this_scan = set()
         early = self._take_preopened(by_inode, by_head)
@@ -1667,7 +1763,12 @@ class Daemon:
             active.tailer.rotated = True
             opened.append(active)
         if wanted:
-            streams = await asyncio.to_thread(find_compressed, places, list(wanted.values()))
+            refused: list[tuple[str, Refusal]] = []
+            streams = await asyncio.to_thread(
+                find_compressed, places, list(wanted.values()), refused
+            )
+            for path, refusal in refused:
+                self.guard.refused.report(printable_path(path), refusal)
             for stream, checkpoint in streams:
                 compressed = self._open_compressed(stream, checkpoint)
                 if compressed is not None:
@@ -1726,6 +1827,7 @@ class Daemon:
         headless: set[str] = set()  # files whose first line is not complete yet
         shrunk: set[InodeKey] = set()
         handled: set[InodeKey] = set()
+        roots = roots_of(self.settings.sources)
         for source, path in found:
             try:
                 st = os.stat(path)
@@ -1750,6 +1852,7 @@ class Daemon:
                         fingerprint_bytes=self.settings.sources[source].fingerprint_bytes,
                         candidates=by_inode,
                         by_head=by_head,
+                        roots=roots[source].allowed,
                     )
                     if identified is None:
                         headless.add(path)
@@ -1808,6 +1911,7 @@ class Daemon:
                 path,
                 fingerprint_bytes=self.settings.sources[source].fingerprint_bytes,
                 candidates=by_inode,
+                roots=roots_of(self.settings.sources)[source].allowed,
             )
         except OSError:
             return  # read once it can be opened
@@ -2001,7 +2105,8 @@ class Daemon:
         if source is None or len(self.active) + len(self._preopened) >= self._max_open:
             return
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            # On the event loop: never a blocking open (a FIFO), never out of the roots.
+            fd = open_log_file(path, roots=roots_of(self.settings.sources)[source].allowed)
             st = os.fstat(fd)
         except OSError:
             return  # gone already, or not a file we can read: the scan will say
@@ -2048,18 +2153,30 @@ class Daemon:
             # Forgetting runs here only, never during a scan: a scan first marks what
             # it found as seen, so a long downtime cannot make live files look gone.
             self._forget_old_checkpoints()
-            if self._checkpoints_dirty:
+            # Now and then even when nothing was read: scans move ``seen_at``.
+            stale = time.monotonic() - self._saved.at >= self._seen_resolution
+            if self._checkpoints_dirty or stale:
                 await self._persist_checkpoints()
 
     def _forget_old_checkpoints(self) -> None:
-        """Drop checkpoints of files neither tailed nor found for ``checkpoint_grace_secs``."""
+        """Drop files neither tailed nor found for ``checkpoint_grace_secs``: their
+        checkpoints and delivered ranges (the next save deletes their rows)."""
         cutoff = time.time() - self.settings.checkpoint_grace_secs
         tailed = {a.tailer.fingerprint.id for a in self.active.values()}
         old = [f for f, c in self.known.items() if c.seen_at < cutoff and f not in tailed]
         for fid in old:
             del self.known[fid]
+        self.shipped.forget(old)
+        self._saved.forgotten.update(old)
         if old:
+            self._checkpoints_dirty = True
             log.info("forgot checkpoints of long-gone files", extra={"count": len(old)})
+
+    @property
+    def _seen_resolution(self) -> float:
+        """How far ``seen_at`` may move before its row is written again: scans refresh
+        it for every file, and rewriting every row each scan would cost O(files)."""
+        return max(1.0, min(SEEN_AT_SAVE_SECS, self.settings.checkpoint_grace_secs / 10))
 
     async def _persist_checkpoints(self) -> None:
         # One writer at a time: the periodic save, a scan's and the final one share a temp file.
@@ -2067,12 +2184,31 @@ class Daemon:
             await self._persist_checkpoints_now()
 
     async def _persist_checkpoints_now(self) -> None:
-        # The snapshot is taken on the event loop, where checkpoints change.
+        # What changed is taken on the event loop, where checkpoints change.
         self._checkpoints_dirty = False
-        snapshot = {fid: replace(c) for fid, c in self.known.items()}
+        resolution = self._seen_resolution
+        saved = self._saved.forms
+        changed: dict[str, tuple[Checkpoint, SavedForm]] = {}
+        for fid, checkpoint in self.known.items():
+            form = _saved_form(checkpoint, resolution)
+            if saved.get(fid) != form:
+                changed[fid] = (replace(checkpoint), form)
+        # Forgotten files, saved or not (a row from before this start, say), lose their rows.
+        forgotten = [fid for fid in saved.keys() | self._saved.forgotten if fid not in self.known]
+        if not changed and not forgotten:
+            return
         try:
-            await asyncio.to_thread(self.checkpoint_store.save, snapshot)
+            await asyncio.to_thread(
+                self.ledger.db.save_checkpoints, [c for c, _ in changed.values()], forgotten
+            )
         except OSError as exc:
             self._checkpoints_dirty = True
             # Retried every second: one line a minute (with a count) is enough.
             self._errors.warn("could not write checkpoints; will retry", error=str(exc))
+            return
+        for fid, (_, form) in changed.items():
+            saved[fid] = form
+        for fid in forgotten:
+            saved.pop(fid, None)
+        self._saved.forgotten.difference_update(forgotten)
+        self._saved.at = time.monotonic()

@@ -5,7 +5,10 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "ConfigProblem",
+    "DecompressionRefusedError",
     "FailureKind",
+    "RefusalReason",
+    "RefusedFileError",
     "ShipperError",
     "SinkError",
     "SpoolCorruptError",
@@ -40,7 +43,52 @@ class ConfigError(ShipperError):
 
 
 class StateError(ShipperError):
-    """The state directory (checkpoints, spool, ledger) cannot be used."""
+    """The state directory (lock, spool, state database) cannot be used."""
+
+
+#: Why a path in the logs directory is never opened: a symlink leading outside the
+#: directories a source may read (``symlink_outside``), a symlink where none may be
+#: (``symlink``), or not a regular file at all.
+RefusalReason = Literal[
+    "symlink_outside",
+    "symlink",
+    "fifo",
+    "socket",
+    "char_device",
+    "block_device",
+    "directory",
+    "other",
+]
+
+
+class RefusedFileError(ShipperError, OSError):
+    """A path that is never opened as a log file (see :data:`RefusalReason`).
+
+    An ``OSError`` too, so every place that already copes with a file it cannot
+    open copes with this one.
+    """
+
+    def __init__(self, path: str, reason: RefusalReason, *, target: str | None = None) -> None:
+        self.path = path
+        self.reason: RefusalReason = reason
+        #: Where a symlink really leads (its whole chain resolved).
+        self.target = target
+        leads = f" (leads to {target})" if target is not None else ""
+        super().__init__(f"{path}: refused, {reason.replace('_', ' ')}{leads}")
+
+
+class DecompressionRefusedError(ShipperError):
+    """A compressed file expands too far to be a log: taken for a compression bomb.
+
+    Carries how far it was read: ``compressed`` bytes of the file had yielded
+    ``decompressed`` bytes when it was given up on.
+    """
+
+    def __init__(self, reason: str, *, compressed: int, decompressed: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.compressed = compressed
+        self.decompressed = decompressed
 
 
 class SpoolCorruptError(ShipperError):

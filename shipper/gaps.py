@@ -3,7 +3,7 @@
 Written only by the disk guard's ``delete_unshipped`` policy. A gap record is a
 one-line NDJSON object stored beside the batches, under the key the batch of the
 same range would have, marked ``.gap`` (see :func:`shipper.keys.gap_key`). It is
-spooled and uploaded like a batch, and the ledger marks it ``kind = "gap"``, so it
+spooled and uploaded like a batch, and never enters the delivered ranges, so it
 never counts as a delivery of the lines it names.
 """
 

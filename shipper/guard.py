@@ -13,17 +13,20 @@ from __future__ import annotations
 __all__ = ["DiskGuard", "GuardHooks", "GuardSnapshot"]
 
 import asyncio
+import errno
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from shipper.config import Settings
+from shipper.confined import open_beneath, split_beneath, unlink_beneath
+from shipper.errors import DecompressionRefusedError
 from shipper.fsutil import InodeKey, printable_path
 from shipper.logs import ThrottledLog
 from shipper.retention import (
@@ -40,11 +43,15 @@ from shipper.retention import (
 )
 from shipper.shipped import ShippedIndex
 from shipper.sources.checkpoints import Checkpoint
-from shipper.sources.discovery import discover, watch_roots
+from shipper.sources.compressed import RefusedFiles
+from shipper.sources.discovery import discover, glob_base, watch_roots
 from shipper.sources.fingerprint import Fingerprint
 from shipper.spool import SpoolEntry
 
 log = logging.getLogger(__name__)
+
+#: A directory on the way to a file to delete is gone, or was swapped for a symlink.
+_WALK_REFUSED = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +86,20 @@ class GuardHooks(Protocol):
 
 
 class DiskGuard:
-    def __init__(self, settings: Settings, index: ShippedIndex, hooks: GuardHooks) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        index: ShippedIndex,
+        hooks: GuardHooks,
+        *,
+        refused: RefusedFiles | None = None,
+    ) -> None:
         self.settings = settings
         self.index = index
         self.hooks = hooks
         self.counters: Counter[str] = Counter()
+        #: Where compressed files refused as bombs are reported (the reader's too).
+        self.refused = refused if refused is not None else RefusedFiles(self.counters)
         #: The last measure of each filesystem watched, by device.
         self.usage: dict[int, DiskUsage] = {}
         #: Filesystems still above the critical watermark, by their path: not ready.
@@ -106,6 +122,8 @@ class DiskGuard:
         """One pass: measure, decide, delete."""
         settings = self.settings
         found = await asyncio.to_thread(discover, settings.sources, compressed=True)
+        paths = [path for _, path in found]
+        self.usage = await asyncio.to_thread(self._measure, paths)
         snapshot = self.hooks.guard_snapshot()
         files = await asyncio.to_thread(
             survey,
@@ -115,8 +133,12 @@ class DiskGuard:
             live=snapshot.live,
             open_files=snapshot.open_files,
             streams=self._streams,
+            bases=self._bases(),
+            decompress=self._may_delete(),
         )
-        self.usage = await asyncio.to_thread(self._measure, files)
+        for file in files:
+            if file.refused is not None:
+                self.refused.report(printable_path(file.path), file.refused, found_by="disk guard")
         disk = settings.disk
         plan = choose(
             files,
@@ -135,7 +157,7 @@ class DiskGuard:
         for deletion in plan.deletions:
             await self._delete(deletion)
         if plan.deletions:
-            self.usage = await asyncio.to_thread(self._measure, files)
+            self.usage = await asyncio.to_thread(self._measure, paths)
         self.critical = {
             u.path: u.ratio for u in self.usage.values() if u.ratio > disk.critical_watermark
         }
@@ -151,12 +173,33 @@ class DiskGuard:
                 critical_watermark=disk.critical_watermark,
             )
 
-    def _measure(self, files: list[RotatedFile]) -> dict[int, DiskUsage]:
-        """Every filesystem holding the logs (their directories and rotated files),
-        and the state directory's."""
+    def _bases(self) -> dict[str, list[str]]:
+        """Each source's glob base directories: the only places anything is deleted in."""
+        return {
+            name: [glob_base(p) for p in source.include]
+            for name, source in self.settings.sources.items()
+        }
+
+    def _may_delete(self) -> bool:
+        """Whether this pass may delete anything, by the last measure.
+
+        Only then are compressed files decompressed (to prove them shipped): with
+        the retention limits off and every filesystem at or below the high
+        watermark (the critical one is at least as high), nothing is deleted,
+        so an untrusted compressed file is not even read.
+        """
+        retention = self.settings.retention
+        if retention.max_age_secs is not None or retention.max_total_bytes is not None:
+            return True
+        high = self.settings.disk.high_watermark
+        return any(u.ratio > high for u in self.usage.values())
+
+    def _measure(self, paths: list[str]) -> dict[int, DiskUsage]:
+        """Every filesystem holding the logs (their directories and the files the
+        globs match), and the state directory's."""
         places = {str(self.settings.state_dir)}
         places.update(str(root) for root in watch_roots(self.settings.sources))
-        places.update(str(Path(f.path).parent) for f in files)
+        places.update(str(Path(path).parent) for path in paths)
         usage: dict[int, DiskUsage] = {}
         for place in sorted(places):
             try:
@@ -177,7 +220,7 @@ class DiskGuard:
         """
         file = deletion.file
         async with self.hooks.reader_paused():
-            fd = await asyncio.to_thread(_open_unchanged, file)
+            fd = await asyncio.to_thread(_open_unchanged, file, self._bases())
             if fd is None:
                 return  # written or replaced since the survey: judged again next pass
             try:
@@ -200,8 +243,9 @@ class DiskGuard:
                     gaps.append((loss, gap))
                 else:
                     unsealed_whole = True
-            except OSError as exc:
+            except (OSError, DecompressionRefusedError) as exc:
                 # Without the record the loss could not be proven afterwards: keep it.
+                # (A compressed file that expands too far cannot even be counted.)
                 log.error(
                     "cannot record the loss of an unshipped file; keeping it",
                     extra={"path": printable_path(file.path), "error": str(exc)},
@@ -212,7 +256,7 @@ class DiskGuard:
             "fingerprint": fingerprint.id if fingerprint is not None else None,
             "reason": deletion.reason,
         }
-        deleted = await asyncio.to_thread(_unlink_same_inode, file)
+        deleted = await asyncio.to_thread(_unlink_same_inode, file, self._bases())
         if not deleted:
             for loss, gap in gaps:
                 # Renamed in the instant between the check and the unlink: the lines are
@@ -290,10 +334,16 @@ class DiskGuard:
         return [(extra, gap)]
 
 
-def _open_unchanged(file: RotatedFile) -> int | None:
-    """Open the file judged, if its name still names it unchanged (inode, size, mtime)."""
+def _open_unchanged(file: RotatedFile, bases: Mapping[str, Sequence[str]]) -> int | None:
+    """Open the file judged, if its name still names it unchanged (inode, size, mtime).
+
+    Reached from its source's base directory with no symlink followed on the way.
+    """
+    where = split_beneath(file.path, bases.get(file.source, ()))
+    if where is None:
+        return None
     try:
-        fd = os.open(file.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = open_beneath(*where, shown=file.path)
     except OSError:
         return None
     st = os.fstat(fd)
@@ -308,12 +358,23 @@ def _open_unchanged(file: RotatedFile) -> int | None:
     return fd
 
 
-def _unlink_same_inode(file: RotatedFile) -> bool:
-    try:
-        st = os.lstat(file.path)
-        if (st.st_dev, st.st_ino) != file.inode:
-            return False
-        os.unlink(file.path)
-    except FileNotFoundError:
+def _unlink_same_inode(file: RotatedFile, bases: Mapping[str, Sequence[str]]) -> bool:
+    """Delete the file judged, if its name still names it, beneath its source's base.
+
+    The directory is reached from the base with no symlink followed, and the name
+    checked and unlinked through that directory's descriptor: a directory swapped
+    for a symlink (at any moment) makes this refuse, never delete elsewhere.
+    """
+    where = split_beneath(file.path, bases.get(file.source, ()))
+    if where is None:
         return False
-    return True
+    try:
+        return unlink_beneath(*where, file.inode)
+    except OSError as exc:
+        if exc.errno not in _WALK_REFUSED:
+            raise
+        log.warning(
+            "not deleted: a directory on its way is gone or is now a symlink",
+            extra={"path": printable_path(file.path), "error": str(exc)},
+        )
+        return False

@@ -4,7 +4,8 @@
 loop is responsive. ``GET /readyz`` is 200 when the daemon can do its job and
 503 with the reasons when it cannot. ``GET /status`` is JSON about each file
 and ``GET /metrics`` the Prometheus text format. None of them carries a
-record's content or a credential.
+record's content or a credential: every answer goes through the output
+scrubber (:mod:`shipper.redact_output`) on its way out.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from shipper.errors import ShipperError
+from shipper.redact_output import OutputScrubber, output_scrubber
 
 
 class HealthError(ShipperError):
@@ -44,12 +46,14 @@ class HealthServer:
         *,
         status: Callable[[], dict[str, Any]] = dict,
         metrics: Callable[[], bytes] = bytes,
+        scrubber: OutputScrubber = output_scrubber,
     ) -> None:
         self.host = host
         self.port = port
         self._readiness = readiness
         self._status = status
         self._metrics = metrics
+        self._scrubber = scrubber
         # Requests are tiny: a large body or header is refused (413/400), not read.
         app = web.Application(client_max_size=64 * 1024)
         app.router.add_get("/healthz", self._healthz)
@@ -79,14 +83,16 @@ class HealthServer:
         return web.json_response({"status": "ok"})
 
     async def _status_page(self, _: web.Request) -> web.Response:
-        return web.json_response(self._status())
+        return web.json_response(self._scrubber.data(self._status()))
 
     async def _metrics_page(self, _: web.Request) -> web.Response:
-        return web.Response(body=self._metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        # Label values name sources and paths; a few KiB of text, scraped now and then.
+        body = self._scrubber.text(self._metrics().decode()).encode()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _readyz(self, _: web.Request) -> web.Response:
         readiness = self._readiness()
         return web.json_response(
-            {"ready": readiness.ready, "reasons": readiness.reasons},
+            {"ready": readiness.ready, "reasons": self._scrubber.data(readiness.reasons)},
             status=200 if readiness.ready else 503,
         )

@@ -13,11 +13,21 @@ from typing import Any
 
 import orjson
 
+from shipper.redact_output import OutputScrubber, output_scrubber
+
 # Attributes every LogRecord has; anything else came in through ``extra=`` and is a field.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
 
 
 class JsonLineFormatter(logging.Formatter):
+    """One JSON object per record. Every field goes through ``scrubber`` first: the
+    text of a library's exception may hold a URL's credentials, and a key or a path
+    a value expanded from the environment."""
+
+    def __init__(self, scrubber: OutputScrubber = output_scrubber) -> None:
+        super().__init__()
+        self.scrubber = scrubber
+
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
             "timestamp": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(),
@@ -30,6 +40,7 @@ class JsonLineFormatter(logging.Formatter):
                 data[key] = value
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
+        data = self.scrubber.data(data)
         try:
             return orjson.dumps(data, default=str).decode()
         except (TypeError, orjson.JSONEncodeError):

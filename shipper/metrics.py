@@ -105,6 +105,20 @@ class _Snapshot(Collector):
         )
         yield _labelled(
             counters,
+            "pruned_entries_",
+            "shipper_spool_pruned_entries",
+            "Set-aside spool entries dropped past their bound (age or size).",
+            "directory",
+        )
+        yield _labelled(
+            counters,
+            "pruned_bytes_",
+            "shipper_spool_pruned_bytes",
+            "Bytes of set-aside spool entries dropped past their bound.",
+            "directory",
+        )
+        yield _labelled(
+            counters,
             "deleted_files_",
             "shipper_deleted_files",
             "Rotated files deleted by retention or the disk guard.",
@@ -117,12 +131,25 @@ class _Snapshot(Collector):
             "Bytes of shipped rotated files deleted.",
             "reason",
         )
+        yield _labelled(
+            counters,
+            "refused_",
+            "shipper_files_refused",
+            "Paths the globs match that are never read, each counted once: a symlink"
+            " out of the allowed directories, a FIFO, socket, device or directory.",
+            "reason",
+        )
         for what in ("files", "lines", "bytes"):
             yield _counter(
                 f"lost_{what}",
                 f"Unshipped {what} deleted above the critical watermark (each has a gap record).",
                 counters.get(f"lost_{what}"),
             )
+        yield _counter(
+            "compressed_refused",
+            "Compressed files refused as compression bombs: left unread, never deleted.",
+            counters.get("compressed_refused"),
+        )
         gauges = self.source.metric_gauges()
         for name, (help_text, key) in _GAUGES.items():
             value = gauges.get(key)

@@ -1,8 +1,8 @@
 """Where every known file resumes after a start: the largest of three ends.
 
-The checkpoint file, the complete spool entries and the ledger each know how
-far some files were sealed. Resuming at the largest end means no sealed line
-is ever read into a *different* batch, which would get a different key and
+The saved checkpoints, the complete spool entries and the delivered ranges each
+know how far some files were sealed. Resuming at the largest end means no sealed
+line is ever read into a *different* batch, which would get a different key and
 become a duplicate; lines never sealed are read again, and no object has them.
 """
 
@@ -13,7 +13,7 @@ __all__ = ["resume_positions"]
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
-from shipper.ledger import LedgerRecord
+from shipper.shipped import ShippedFile
 from shipper.sources.checkpoints import Checkpoint
 from shipper.spool import SpoolEntry
 
@@ -21,20 +21,40 @@ from shipper.spool import SpoolEntry
 def resume_positions(
     checkpoints: Mapping[str, Checkpoint],
     spooled: Iterable[SpoolEntry],
-    delivered: Iterable[LedgerRecord],
+    delivered: Iterable[ShippedFile],
 ) -> dict[str, Checkpoint]:
     """Checkpoints by fingerprint id, each at the largest end any of the three knows."""
     merged = {fid: replace(c) for fid, c in checkpoints.items()}
     # Gap records name ranges deleted unshipped, not ranges read: if the deletion
     # did not happen after all (a crash between the record and the unlink), the
     # file is read on from where it really was.
-    segments = [(e.source, s) for e in spooled if e.kind == "batch" for s in e.segments]
-    segments += [(r.source, r.segment) for r in delivered if r.kind == "batch"]
-    for source, segment in segments:
-        fid = segment.fingerprint.id
+    for entry in spooled:
+        if entry.kind != "batch":
+            continue
+        for segment in entry.segments:
+            known = merged.get(segment.fingerprint.id)
+            if known is None:
+                merged[segment.fingerprint.id] = Checkpoint(
+                    segment.fingerprint, entry.source, segment.path, segment.end
+                )
+            else:
+                known.offset = max(known.offset, segment.end)
+    for shipped in delivered:
+        fid = shipped.fingerprint.id
         known = merged.get(fid)
-        if known is None:
-            merged[fid] = Checkpoint(segment.fingerprint, source, segment.path, segment.end)
-        elif segment.end > known.offset:
-            known.offset = segment.end
+        if known is not None:
+            known.offset = max(known.offset, shipped.end)
+            continue
+        # Delivered before its checkpoint was first saved (a crash). Known again with
+        # the marker of its delivered end, so a reused inode is not taken for it, and
+        # as last seen at that delivery, so it is forgotten in time if it is gone.
+        marker = shipped.end_marker
+        merged[fid] = Checkpoint(
+            shipped.fingerprint,
+            shipped.source,
+            shipped.path,
+            shipped.end,
+            seen_at=shipped.delivered_at,
+            markers=() if marker is None or marker.end != shipped.end else (marker,),
+        )
     return merged

@@ -17,11 +17,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from shipper.errors import ShipperError
+from shipper.confined import open_log_file
+from shipper.errors import RefusedFileError, ShipperError
 from shipper.fsutil import regular_files
 from shipper.keys import is_gap_key
-from shipper.ledger import LedgerRecord
 from shipper.processors.redact import PEM_BEGIN_RE, PEM_END_RE, PEM_MAX_LINES
+from shipper.shipped import ShippedIndex
 from shipper.sources.checkpoints import Checkpoint
 from shipper.sources.compressed import CompressedFileTailer, find_compressed, is_compressed
 from shipper.sources.fingerprint import Fingerprint
@@ -76,22 +77,16 @@ def plan(
     damaged: Iterable[DamagedEntry],
     known: Mapping[str, Checkpoint],
     spooled: Iterable[SpoolEntry],
-    delivered: Iterable[LedgerRecord],
+    delivered: ShippedIndex,
 ) -> Plan:
     """Sort damaged entries into ranges to read again, nothing to do, and lost.
 
-    Nothing to do: the key was delivered (a crash came between the ledger and
+    Nothing to do: the range was delivered (a crash came between the ledger and
     the spool), a good entry already covers exactly the range (an earlier
     refill), or the file's position is still at or before the range, so the
     reader reads it anyway.
     """
-    delivered = list(delivered)
-    keys = {r.key for r in delivered}
-    ranges = {
-        (r.segment.fingerprint.id, r.segment.start, r.segment.end)
-        for r in delivered
-        if r.kind == "batch"
-    }
+    ranges: set[tuple[str, int, int]] = set()
     for sealed in spooled:
         if sealed.kind != "batch":
             continue
@@ -100,9 +95,6 @@ def plan(
     result = Plan([], [], [])
     for entry in damaged:
         fid, start, end = entry.fingerprint_id, entry.start, entry.end
-        if entry.key is not None and entry.key in keys:
-            result.settled.append((entry, "already delivered"))
-            continue
         if entry.key is not None and is_gap_key(entry.key):
             # Its lines were deleted: there is nothing to read again. The loss it
             # recorded is also in the daemon's log (ERROR) and its metrics.
@@ -110,6 +102,10 @@ def plan(
             continue
         if fid is None or start is None or end is None:
             result.lost.append((entry, "neither its header nor its name is readable"))
+            continue
+        shipped = delivered.get(fid)
+        if shipped is not None and shipped.covers(start, end):
+            result.settled.append((entry, "already delivered"))
             continue
         if (fid, start, end) in ranges:
             result.settled.append((entry, "already read again"))
@@ -199,8 +195,10 @@ def _open_if_holds(path: str, hole: Hole) -> int | None:
     files, I/O) are raised: they may pass, and the range is tried again later.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        # Never a FIFO or a device. A symlink (Kubernetes' containers/ names) may be
+        # followed anywhere: only a file holding the known file's bytes is read.
+        fd = open_log_file(path, roots=("/",))
+    except (FileNotFoundError, PermissionError, NotADirectoryError, RefusedFileError):
         return None
     try:
         size = os.fstat(fd).st_size
@@ -257,6 +255,9 @@ def read_hole(hole: Hole, tailer: FileTailer) -> Iterator[LineChunk]:
             tailer.offset = hole.end
         if chunk.lines:
             yield chunk
+    refused = tailer.stream.refused if isinstance(tailer, CompressedFileTailer) else None
+    if tailer.offset != hole.end and refused is not None:
+        raise RefillError(f"{tailer.path}: refused as a compression bomb: {refused.reason}")
     if tailer.offset != hole.end:
         raise RefillError(
             f"{tailer.path}: lines do not end at byte {hole.end} (got to {tailer.offset}):"

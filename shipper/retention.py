@@ -35,10 +35,12 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from shipper.confined import open_beneath, split_beneath, stat_beneath
+from shipper.errors import DecompressionRefusedError
 from shipper.fsutil import InodeKey, printable_path
 from shipper.shipped import ShippedIndex
 from shipper.sources.checkpoints import Checkpoint
-from shipper.sources.compressed import DecompressedStream, is_compressed
+from shipper.sources.compressed import DecompressedStream, Refusal, is_compressed
 from shipper.sources.fingerprint import Fingerprint
 from shipper.sources.markers import MARKER_BYTES, Pread, check_markers, marker_from
 
@@ -68,6 +70,9 @@ class RotatedFile:
     length: int
     #: Proven delivered, every byte of it.
     shipped: bool
+    #: A compressed file that expands too far to be a log: never deleted, since its
+    #: content cannot be known (proven shipped, or counted as lost).
+    refused: Refusal | None = None
 
     @property
     def inode(self) -> InodeKey:
@@ -83,6 +88,8 @@ class StreamFacts:
     #: The last bytes of the content (up to MARKER_BYTES).
     tail: bytes
     damage: str | None
+    #: Read only this far: it expands too far to be a log.
+    refused: Refusal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +149,8 @@ def survey(
     live: set[InodeKey],
     open_files: Mapping[InodeKey, tuple[Checkpoint, bool]],
     streams: dict[tuple[int, int, int, int], StreamFacts],
+    bases: Mapping[str, Sequence[str]],
+    decompress: bool = True,
 ) -> list[RotatedFile]:
     """The rotated files among ``found`` (``(source, path)``, compressed ones included).
 
@@ -149,13 +158,23 @@ def survey(
     never to judge (just created, waiting to be opened), ``open_files`` the files
     the reader holds, with whether it knows them rotated. ``streams`` caches what
     compressed files decompress to.
+
+    ``bases`` are each source's glob base directories: a candidate lies beneath
+    one of its source's, reached without any symlink below it (a symlinked file
+    or directory may lead anywhere: never a candidate).
+
+    Without ``decompress`` compressed files are left out, unread: the caller knows
+    nothing can be deleted, and a compressed file is untrusted input.
     """
     surveyor = _Surveyor(known, index, open_files, streams)
     result: list[RotatedFile] = []
     seen: set[tuple[int, int, int, int]] = set()
     for source, path in found:
+        where = split_beneath(path, bases.get(source, ()))
+        if where is None:
+            continue
         try:
-            st = os.lstat(path)
+            st = stat_beneath(*where)
             if not stat.S_ISREG(st.st_mode):
                 continue
             inode = (st.st_dev, st.st_ino)
@@ -165,9 +184,9 @@ def survey(
             seen.add(key)
             found_file: RotatedFile | None
             if is_compressed(path):
-                found_file = surveyor.compressed(path, source, st)
+                found_file = surveyor.compressed(path, source, st) if decompress else None
             else:
-                found_file = surveyor.plain(path, source, st)
+                found_file = surveyor.plain(path, source, st, where)
         except OSError:
             continue  # gone or unreadable: nothing to decide about it now
         if found_file is not None:
@@ -187,6 +206,7 @@ def _rotated(
     fingerprint: Fingerprint | None,
     length: int,
     shipped: bool,
+    refused: Refusal | None = None,
 ) -> RotatedFile:
     return RotatedFile(
         path=path,
@@ -202,6 +222,7 @@ def _rotated(
         fingerprint=fingerprint,
         length=length,
         shipped=shipped,
+        refused=refused,
     )
 
 
@@ -226,15 +247,20 @@ class _Surveyor:
             [index.longest_head, *(c.fingerprint.head_len for c in known.values())], default=0
         )
 
-    def plain(self, path: str, source: str, st: os.stat_result) -> RotatedFile | None:
+    def plain(
+        self, path: str, source: str, st: os.stat_result, where: tuple[str, Sequence[str]]
+    ) -> RotatedFile | None:
         inode = (st.st_dev, st.st_ino)
         held = self.open_files.get(inode)
         being_read = held[0] if held is not None else None
         candidates = [being_read] if being_read is not None else self.by_inode.get(inode, [])
         if not candidates:
             return None  # never identified: it may be a live file not yet read
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        base, names = where
+        fd = open_beneath(base, names, shown=path)
         try:
+            if os.fstat(fd).st_ino != st.st_ino:
+                return None  # replaced since the stat: judged again next pass
             longest = max(c.fingerprint.head_len for c in candidates)
             head = os.pread(fd, longest, 0)
             matching = [c for c in candidates if c.fingerprint.matches_head(head)]
@@ -274,7 +300,7 @@ class _Surveyor:
         if facts is None or len(facts.head) < min(self.head_bytes, facts.length):
             facts = self.streams[key] = read_stream(path, self.head_bytes)
         shipped_as: Fingerprint | None = None
-        if being_read is None and facts.damage is None:
+        if being_read is None and facts.damage is None and facts.refused is None:
             for candidate in self.index.with_head(facts.head):
                 marker = candidate.proves(facts.length)
                 if marker is not None and marker_from(facts.tail, facts.length) == marker:
@@ -289,6 +315,7 @@ class _Surveyor:
             fingerprint=shipped_as or (being_read.fingerprint if being_read else None),
             length=facts.length,
             shipped=shipped_as is not None,
+            refused=facts.refused,
         )
 
 
@@ -320,7 +347,11 @@ def _proven(index: ShippedIndex, fid: str, length: int, pread: Pread) -> bool:
 
 
 def read_stream(path: str, head_bytes: int) -> StreamFacts:
-    """Decompress ``path`` through, keeping its length, head and tail."""
+    """Decompress ``path`` through, keeping its length, head and tail.
+
+    Memory stays bounded whatever it expands to; one that expands too far is read
+    only that far, and says so in ``refused``.
+    """
     stream = DecompressedStream(path)
     try:
         head = b""
@@ -332,9 +363,9 @@ def read_stream(path: str, head_bytes: int) -> StreamFacts:
                 break
             if len(head) < head_bytes:
                 head += data[: head_bytes - len(head)]
-            tail = (tail + data)[-MARKER_BYTES:]
+            tail = (tail + data[-MARKER_BYTES:])[-MARKER_BYTES:]
             position += len(data)
-        return StreamFacts(position, head, tail, stream.damage)
+        return StreamFacts(position, head, tail, stream.damage, stream.refused)
     finally:
         stream.close()
 
@@ -358,9 +389,13 @@ def choose(
     high watermark. Unshipped ones go only above the critical watermark, and only
     with ``delete_unshipped``. Files written in the last ``quiet_secs`` (per source:
     its ``rotate_wait_secs``) are left alone: a rotation may still be under way.
+    A refused compressed file (a compression bomb) is never deleted: what it holds
+    can be neither proven shipped nor recorded as lost.
     """
     plan = GuardPlan()
-    settled = [f for f in files if now - f.mtime >= quiet_secs.get(f.source, 0.0)]
+    settled = [
+        f for f in files if now - f.mtime >= quiet_secs.get(f.source, 0.0) and f.refused is None
+    ]
     oldest_first = sorted(settled, key=lambda f: (f.mtime, f.path))
     deletable = [f for f in oldest_first if f.shipped]
     chosen: dict[InodeKey, Deletion] = {}
@@ -422,9 +457,15 @@ def measure_loss(file: RotatedFile, known: Sequence[Checkpoint], fd: int) -> Los
         stream = DecompressedStream(file.path)
         try:
             fingerprint, start = _sealed_in_stream(stream, known, file.length)
-            return Loss(
-                fingerprint, start, file.length, _count_lines(stream.pread, start, file.length)
-            )
+            lines = _count_lines(stream.pread, start, file.length)
+            if stream.refused is not None:
+                # The loss cannot be counted: never deleted then (see choose()).
+                raise DecompressionRefusedError(
+                    stream.refused.reason,
+                    compressed=stream.refused.compressed_offset,
+                    decompressed=stream.refused.decompressed_offset,
+                )
+            return Loss(fingerprint, start, file.length, lines)
         finally:
             stream.close()
     fid = file.fingerprint.id if file.fingerprint is not None else None

@@ -13,10 +13,11 @@ __all__ = ["ShippedFile", "ShippedIndex"]
 import bisect
 import hashlib
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-from shipper.ledger import LedgerRecord
 from shipper.sources.fingerprint import Fingerprint
 from shipper.sources.markers import Marker
 from shipper.spool import SpoolEntry
@@ -29,6 +30,47 @@ class ShippedFile:
     ranges: list[tuple[int, int]] = field(default_factory=list)
     #: The marker of the furthest delivered end.
     end_marker: Marker | None = None
+    #: The source and path of the last delivery: enough to know the file again from
+    #: this alone, should its checkpoint not have been saved yet (a crash).
+    source: str = ""
+    path: str = ""
+    #: When the last delivery was recorded (wall clock).
+    delivered_at: float = 0.0
+
+    @property
+    def end(self) -> int:
+        """The furthest delivered byte (0: none)."""
+        return self.ranges[-1][1] if self.ranges else 0
+
+    def covers(self, start: int, end: int) -> bool:
+        """Whether every byte of ``[start, end)`` is delivered."""
+        at = bisect.bisect_right(self.ranges, (start, 2**63)) - 1
+        return at >= 0 and self.ranges[at][0] <= start and end <= self.ranges[at][1]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint.to_json(),
+            "ranges": self.ranges,
+            "end_marker": None if self.end_marker is None else self.end_marker.to_json(),
+            "source": self.source,
+            "path": self.path,
+            "delivered_at": self.delivered_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ShippedFile:
+        ranges = [(int(start), int(end)) for start, end in data["ranges"]]
+        if any(end <= start for start, end in ranges) or ranges != sorted(ranges):
+            raise ValueError(f"ranges not sorted and non-empty: {ranges!r}")
+        marker = data.get("end_marker")
+        return cls(
+            fingerprint=Fingerprint.from_json(data["fingerprint"]),
+            ranges=ranges,
+            end_marker=None if marker is None else Marker.from_json(marker),
+            source=str(data.get("source", "")),
+            path=str(data.get("path", "")),
+            delivered_at=float(data.get("delivered_at", 0.0)),
+        )
 
     @property
     def shipped_from_zero(self) -> int:
@@ -70,7 +112,7 @@ class ShippedFile:
 
 
 class ShippedIndex:
-    """Delivered ranges by fingerprint id, from the ledger and each delivery since."""
+    """Delivered ranges by fingerprint id, from the state database and each delivery since."""
 
     def __init__(self) -> None:
         self._files: dict[str, ShippedFile] = {}
@@ -83,20 +125,66 @@ class ShippedIndex:
     def get(self, fid: str) -> ShippedFile | None:
         return self._files.get(fid)
 
-    def load(self, records: Iterable[LedgerRecord]) -> None:
-        for record in records:
-            if record.kind == "batch":
-                segment = record.segment
-                self._add(segment.fingerprint, segment.start, segment.end, record.end_marker)
+    def __iter__(self) -> Iterator[ShippedFile]:
+        with self._lock:
+            return iter(list(self._files.values()))
+
+    def load(self, files: Iterable[ShippedFile]) -> None:
+        self.put(files)
+
+    def merged_with(self, entry: SpoolEntry, *, now: float | None = None) -> list[ShippedFile]:
+        """Copies of the files ``entry`` delivers bytes of, with its ranges added.
+
+        The index itself is not changed: ``put`` them once they are durable. Gap
+        records prove nothing shipped and give nothing.
+        """
+        if entry.kind != "batch":
+            return []
+        now = time.time() if now is None else now
+        merged: dict[str, ShippedFile] = {}
+        with self._lock:
+            for i, segment in enumerate(entry.segments):
+                fid = segment.fingerprint.id
+                shipped = merged.get(fid)
+                if shipped is None:
+                    known = self._files.get(fid)
+                    shipped = (
+                        ShippedFile(segment.fingerprint)
+                        if known is None
+                        else replace(known, ranges=list(known.ranges))
+                    )
+                    merged[fid] = shipped
+                last = i == len(entry.segments) - 1
+                shipped.add(segment.start, segment.end, entry.end_marker if last else None)
+                shipped.source, shipped.path, shipped.delivered_at = entry.source, segment.path, now
+        return list(merged.values())
 
     def add_entry(self, entry: SpoolEntry) -> None:
-        """A delivered entry; gap records prove nothing shipped and are skipped."""
-        if entry.kind != "batch":
-            return
-        for i, segment in enumerate(entry.segments):
-            last = i == len(entry.segments) - 1
-            marker = entry.end_marker if last else None
-            self._add(segment.fingerprint, segment.start, segment.end, marker)
+        """Merge a delivered entry in at once (no durable record between)."""
+        self.put(self.merged_with(entry))
+
+    def put(self, files: Iterable[ShippedFile]) -> None:
+        with self._lock:
+            for shipped in files:
+                fid = shipped.fingerprint.id
+                if fid not in self._files:
+                    head = (shipped.fingerprint.head_len, shipped.fingerprint.head_sha256)
+                    self._by_head.setdefault(head, []).append(fid)
+                self._files[fid] = shipped
+
+    def forget(self, fids: Iterable[str]) -> None:
+        """Drop files that are gone (their state rows are deleted with their checkpoints)."""
+        with self._lock:
+            for fid in fids:
+                shipped = self._files.pop(fid, None)
+                if shipped is None:
+                    continue
+                head = (shipped.fingerprint.head_len, shipped.fingerprint.head_sha256)
+                same_head = self._by_head.get(head, [])
+                if fid in same_head:
+                    same_head.remove(fid)
+                if not same_head:
+                    self._by_head.pop(head, None)
 
     def with_head(self, head: bytes) -> list[ShippedFile]:
         """Files whose first bytes ``head`` starts with (``head`` as long as the longest)."""
@@ -113,13 +201,3 @@ class ShippedIndex:
     def longest_head(self) -> int:
         with self._lock:
             return max((length for length, _ in self._by_head), default=0)
-
-    def _add(self, fingerprint: Fingerprint, start: int, end: int, marker: Marker | None) -> None:
-        fid = fingerprint.id
-        with self._lock:
-            shipped = self._files.get(fid)
-            if shipped is None:
-                shipped = self._files[fid] = ShippedFile(fingerprint)
-                head = (fingerprint.head_len, fingerprint.head_sha256)
-                self._by_head.setdefault(head, []).append(fid)
-            shipped.add(start, end, marker)

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from shipper.errors import ShipperError
+from shipper.redact_output import hide_url_secrets
 
 
 class StatusUnavailableError(ShipperError):
@@ -30,13 +31,16 @@ def status_url(host: str, port: int) -> str:
 
 
 def fetch_status(url: str, *, timeout: float = 5.0) -> dict[str, Any]:
+    shown = hide_url_secrets(url)  # --url may carry a proxy's credentials
     try:
         with urllib.request.urlopen(url, timeout=timeout) as answer:
             data = json.loads(answer.read())
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise StatusUnavailableError(f"no shipper status at {url}: {exc}") from exc
+        raise StatusUnavailableError(
+            f"no shipper status at {shown}: {hide_url_secrets(str(exc))}"
+        ) from exc
     if not isinstance(data, dict) or "files" not in data:
-        raise StatusUnavailableError(f"{url} did not answer with shipper status")
+        raise StatusUnavailableError(f"{shown} did not answer with shipper status")
     return data
 
 

@@ -26,6 +26,7 @@ from shipper.encoding import CONTENT_ENCODING
 from shipper.errors import SinkError, SpoolCorruptError
 from shipper.ledger import Ledger
 from shipper.logs import ThrottledLog
+from shipper.redact_output import hide_url_secrets
 from shipper.sinks.base import ObjectToPut, PutOutcome, Sink
 from shipper.spool import DamagedEntry, Spool, SpoolEntry
 
@@ -59,6 +60,12 @@ def object_metadata(entry: SpoolEntry, host: str) -> dict[str, str]:
         "shipper-records": str(entry.records),
         "shipper-sha256": entry.body_sha256,
     }
+
+
+def _shown(exc: BaseException) -> str:
+    """An error's text for a log line: a store's or a library's text may quote a
+    request URL, with its userinfo or a presigned query string."""
+    return hide_url_secrets(str(exc))
 
 
 #: Permanent rejections in a row after which they are taken for a settings problem
@@ -196,12 +203,12 @@ class Uploader:
                 outcome = await loop.run_in_executor(self._executor, self._deliver_once, entry)
             except SinkError as exc:
                 reason: str = "access" if exc.kind == "permanent" else exc.kind
-                failure: dict[str, object] = {"kind": exc.kind, "error": str(exc)}
+                failure: dict[str, object] = {"kind": exc.kind, "error": _shown(exc)}
                 if exc.kind == "permanent" and self._rejected_in_a_row < QUARANTINE_IN_A_ROW:
                     try:
                         await loop.run_in_executor(self._executor, self._quarantine, entry, exc)
                     except OSError as io_error:  # our disk: retried like any local failure
-                        reason, failure = "local_io", {"error": str(io_error)}
+                        reason, failure = "local_io", {"error": _shown(io_error)}
                     else:
                         self._rejected_in_a_row += 1
                         # The store answered: it is reachable, if not for this entry.
@@ -209,10 +216,10 @@ class Uploader:
                         outcome = None
                         break
             except OSError as exc:  # the spool or the ledger, on our own disk
-                reason, failure = "local_io", {"error": str(exc)}
+                reason, failure = "local_io", {"error": _shown(exc)}
             except Exception as exc:  # a bug must not silently stop this worker
                 log.exception("unexpected upload error", extra={"key": entry.key})
-                reason, failure = "internal", {"error": repr(exc)}
+                reason, failure = "internal", {"error": hide_url_secrets(repr(exc))}
             else:
                 if outcome is not None:  # None: damaged on disk, the store not asked
                     self._rejected_in_a_row = 0
@@ -267,13 +274,13 @@ class Uploader:
     def _quarantine(self, entry: SpoolEntry, exc: SinkError) -> None:
         """Runs in a thread. A write that can never succeed: set the entry aside with
         the reason, never retry it, and keep shipping the others."""
-        self.spool.quarantine(entry, reason=str(exc))
+        self.spool.quarantine(entry, reason=_shown(exc))
         self.counters["quarantined"] += 1
         log.error(
             "upload rejected for good; entry quarantined",
             extra={
                 "key": entry.key,
-                "error": str(exc),
+                "error": _shown(exc),
                 "source": entry.source,
                 "path": entry.segments[0].path,
                 "start": entry.segments[0].start,

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import orjson
 
 from shipper.exit_codes import ExitCode
+from shipper.statedb import read_totals
 from tests.support.daemon import ShipperProcess
 from tests.support.producers import run_writer
 from tests.support.seaweed import SeaweedServer
@@ -143,12 +144,7 @@ class Shipping:
 
     def ledger_records(self) -> int:
         """Records the daemon says it delivered: cheap to poll, unlike reading the store."""
-        ledger = self.state / "ledger.jsonl"
-        if not ledger.exists():
-            return 0
-        # The daemon may be appending a line right now: only whole lines count.
-        complete = ledger.read_bytes().rpartition(b"\n")[0]
-        return sum(orjson.loads(line)["records"] for line in complete.splitlines())
+        return read_totals(self.state).records
 
     def wait_delivered(self, total: int, timeout: float = 120) -> Counter[int]:
         """Poll until ``total`` lines are in the store (duplicates count too).

@@ -683,3 +683,134 @@ def test_store_settings_parse() -> None:
         3,
         "CRC32",
     )
+
+
+SECRET = "hunter2-db-password"
+
+
+class TestNoSecretInProblems:
+    """A value ``${VAR}`` took from the environment may be a secret: problems name the
+    key path and the variable, never the value."""
+
+    @pytest.mark.parametrize(
+        ("changes", "expected"),
+        [
+            (
+                {"sink.codec": "${DB_PASSWORD}"},
+                'sink.codec: must be one of "zstd", "gzip", got a value from ${DB_PASSWORD}',
+            ),
+            (
+                {**S3, "sink.bucket": "${DB_PASSWORD}x_"},
+                "sink.bucket: invalid bucket name (a value from ${DB_PASSWORD}): use 3-63",
+            ),
+            (
+                {"sink.prefix": "a//${DB_PASSWORD}"},
+                'sink.prefix: must not contain "//" or ".." segments,'
+                " got a value from ${DB_PASSWORD}",
+            ),
+            (
+                {"batch.max_bytes": "${DB_PASSWORD}"},
+                "batch.max_bytes: invalid size: a value from ${DB_PASSWORD}",
+            ),
+            (
+                {"batch.max_bytes": "${SIZE}"},
+                "batch.max_bytes: must be between 1.0KiB and 1.0GiB, got a value from ${SIZE}",
+            ),
+            (
+                {"health.listen": "${DB_PASSWORD}"},
+                'health.listen: expected "host:port", got a value from ${DB_PASSWORD}',
+            ),
+            (
+                {"sample.keep_levels_at_or_above": "${DB_PASSWORD}"},
+                "sample.keep_levels_at_or_above: unknown level a value from ${DB_PASSWORD}",
+            ),
+            (
+                {"sink.type": "${A:-s}${DB_PASSWORD}"},
+                'sink.type: must be one of "s3", "directory", got a value from ${A} and'
+                " ${DB_PASSWORD}",
+            ),
+            (
+                # Quoted under another key (the template's check): still hidden.
+                {"sink.key_fields": {"env": "${DB_PASSWORD}/x"}, "sink.key_template": "{env}/{x}"},
+                "[value of ${DB_PASSWORD}]",
+            ),
+            (
+                {"redact.custom": [{"name": "mine", "pattern": "(${DB_PASSWORD}"}]},
+                "redact.custom[0].pattern: invalid regular expression",
+            ),
+        ],
+    )
+    def test_a_bad_value_from_the_environment_is_not_printed(
+        self, changes: dict[str, Any], expected: str
+    ) -> None:
+        found = problems(config_with(changes), {"DB_PASSWORD": SECRET, "SIZE": "2GiB"})
+        assert any(expected in p for p in found), found
+        assert not any("hunter2" in p for p in found), found
+
+    def test_a_value_written_in_the_file_is_still_quoted(self) -> None:
+        assert problems(config_with({"sink.codec": "lz4"})) == [
+            'sink.codec: must be one of "zstd", "gzip", got "lz4"'
+        ]
+
+    def test_expanded_values_are_kept_for_the_output_scrubber(self) -> None:
+        settings = parse(
+            config_with(
+                {
+                    "sink.prefix": "${PREFIX:-app}",
+                    "sink.key_fields": {"team": "${TEAM}"},
+                    "enrich.fields": {"region": "${REGION:-eu}"},
+                }
+            ),
+            {"TEAM": SECRET, "REGION": ""},
+        )
+        # The defaults were written in the file: not from the environment.
+        assert dict(settings.expanded_values) == {SECRET: "TEAM"}
+        assert "expanded_values" not in repr(settings)
+
+
+class TestEndpointCredentials:
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "http://admin:s3cr3t-pass@127.0.0.1:8333",
+            "https://s3cr3t-pass@s3.example.com",
+            "http://admin:s3cr3t/pass@127.0.0.1:8333",
+            "http://admin:s3cr3t-pass@",
+        ],
+    )
+    def test_userinfo_is_refused_without_printing_it(self, url: str) -> None:
+        [found] = problems(config_with({**S3, "sink.endpoint_url": url}))
+        assert found.startswith("sink.endpoint_url: must not contain credentials")
+        assert "AWS_ACCESS_KEY_ID" in found and "AWS_SECRET_ACCESS_KEY" in found
+        assert "s3cr3t" not in found and "admin" not in found
+
+    def test_userinfo_from_the_environment_is_refused_too(self) -> None:
+        data = config_with({**S3, "sink.endpoint_url": "${S3_URL}"})
+        [found] = problems(data, {"S3_URL": "http://admin:s3cr3t-pass@127.0.0.1:8333"})
+        assert found.startswith("sink.endpoint_url: must not contain credentials")
+        assert "s3cr3t" not in found
+
+    def test_a_query_string_is_refused_without_printing_it(self) -> None:
+        url = "https://s3.example.com/?X-Amz-Signature=0badc0ffee"
+        [found] = problems(config_with({**S3, "sink.endpoint_url": url}))
+        assert found.startswith("sink.endpoint_url: must not contain a query string")
+        assert "0badc0ffee" not in found
+
+    def test_a_plain_endpoint_from_the_environment_is_accepted(self) -> None:
+        data = config_with({**S3, "sink.endpoint_url": "${S3_URL}"})
+        assert parse(data, {"S3_URL": "http://127.0.0.1:8333"}).sink.endpoint_url == (
+            "http://127.0.0.1:8333"
+        )
+
+
+def test_the_hash_key_is_hidden_like_an_expanded_value() -> None:
+    key = "k" * 20
+    settings = parse(config_with({"redact.key_action": "hash"}), {"SHIPPER_HASH_KEY": key})
+    assert settings.redact.hash_key == key.encode()
+    assert settings.expanded_values[key] == "SHIPPER_HASH_KEY"
+
+
+def test_a_hash_key_that_is_not_utf8_is_taken_as_bytes() -> None:
+    key = "caf\udce9" * 5
+    settings = parse(config_with({"redact.key_action": "hash"}), {"SHIPPER_HASH_KEY": key})
+    assert settings.redact.hash_key == b"caf\xe9" * 5

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
-import itertools
 import logging
 import os
 import time
@@ -22,6 +21,7 @@ from shipper.daemon import Daemon
 from shipper.encoding import EncodedBatch
 from shipper.exit_codes import ExitCode
 from shipper.spool import SpoolEntry
+from shipper.statedb import read_state, read_totals
 from tests.support.store import assert_exact, dir_seqs
 
 
@@ -90,10 +90,9 @@ def test_failed_spool_writes_are_retried_in_order_without_a_hole(tmp_path: Path)
     assert rc == ExitCode.OK
     assert failures["left"] == 0
     assert_exact(dir_seqs(tmp_path / "shipped"), range(2000))
-    ledger = [orjson.loads(x) for x in (tmp_path / "state/ledger.jsonl").read_bytes().splitlines()]
-    ranges = sorted((e["segments"][0]["start"], e["segments"][0]["end"]) for e in ledger)
-    assert ranges[0][0] == 0
-    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+    # Delivered from byte 0 to the end with no hole, in the state database.
+    (shipped,) = read_state(tmp_path / "state").shipped
+    assert shipped.ranges == [(0, (tmp_path / "logs" / "app.log").stat().st_size)]
 
 
 def test_a_failing_store_is_retried_until_it_accepts(tmp_path: Path) -> None:
@@ -264,8 +263,8 @@ def test_non_utf8_file_names_are_shipped(tmp_path: Path) -> None:
     rc = asyncio.run(run_until(daemon, lambda: dir_seqs(tmp_path / "shipped").total() >= 50))
     assert rc == ExitCode.OK
     assert_exact(dir_seqs(tmp_path / "shipped"), range(50))
-    ledger = (tmp_path / "state/ledger.jsonl").read_text()
-    assert "caf\\\\xe9.log" in ledger
+    (shipped,) = read_state(tmp_path / "state").shipped
+    assert shipped.path.endswith("caf\\xe9.log")
 
 
 def test_a_failing_ledger_write_does_not_stop_the_uploads(tmp_path: Path) -> None:
@@ -283,9 +282,7 @@ def test_a_failing_ledger_write_does_not_stop_the_uploads(tmp_path: Path) -> Non
     daemon.ledger.append = append_with_disk_full  # type: ignore[method-assign]
 
     def all_recorded() -> bool:
-        ledger = tmp_path / "state/ledger.jsonl"
-        lines = ledger.read_bytes().splitlines() if ledger.exists() else []
-        return sum(orjson.loads(x)["records"] for x in lines) >= 1000
+        return read_totals(tmp_path / "state").records >= 1000
 
     assert asyncio.run(run_until(daemon, all_recorded)) == ExitCode.OK
     assert failures["left"] == 0

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from shipper.exit_codes import ExitCode
+from shipper.statedb import read_state
 from tests.e2e_harness import Shipping
 from tests.support.producers import run_writer, start_writer, wait_writer
 from tests.support.seaweed import SeaweedServer
@@ -291,9 +292,13 @@ def test_files_waiting_for_a_slot_are_followed_when_rotated(
     (logs / "b.log").rename(logs / "b.log.1")
     append("b.log", range(backlog + 50, backlog + 55))
     append("d.log", range(backlog + 55, backlog + 75))
-    checkpoints = shipping.state / "checkpoints.json"
     # Seen waiting, and so known from its start.
-    wait_for(lambda: b"/d.log" in checkpoints.read_bytes(), 30)
+    wait_for(
+        lambda: any(
+            c.path.endswith("/d.log") for c in read_state(shipping.state).checkpoints.values()
+        ),
+        30,
+    )
     assert shipping.ledger_records() < backlog, "a.log still holds the slot"
     (logs / "d.log").rename(logs / "d.log.1")
     append("d.log", range(backlog + 75, backlog + 80))
@@ -303,8 +308,11 @@ def test_files_waiting_for_a_slot_are_followed_when_rotated(
 def test_kubernetes_style_symlinks(store: dict[str, Any], tmp_path: Path) -> None:
     # /var/log/containers/<pod>_<ns>_<container>-<id>.log -> /var/log/pods/.../0.log;
     # the kubelet rotates 0.log to 0.log.<timestamp> and starts a new 0.log.
-    shipping = Shipping(tmp_path, **store, include="*.log")
-    pod_dir = tmp_path / "pods" / "ns_app-1_uid" / "app"
+    pods = tmp_path / "pods"
+    shipping = Shipping(
+        tmp_path, **store, include="*.log", source_toml=f'symlink_targets = ["{pods}"]\n'
+    )
+    pod_dir = pods / "ns_app-1_uid" / "app"
     pod_dir.mkdir(parents=True)
     current = pod_dir / "0.log"
     (shipping.logs / "app-1_ns_app-0123.log").symlink_to(current)

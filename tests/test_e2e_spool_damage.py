@@ -13,10 +13,10 @@ import gzip
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from shipper.exit_codes import ExitCode
+from shipper.statedb import read_state
 from tests.e2e_harness import Shipping
 from tests.support.producers import run_writer
 from tests.support.store import assert_exact, wait_for
@@ -45,10 +45,7 @@ def sealed_to_the_end(spool: Path, files: list[Path]) -> bool:
 
 def checkpointed_to_the_end(state: Path, files: list[Path]) -> bool:
     """Whether the saved checkpoints are past every entry (the reader will not re-read)."""
-    path = state / "checkpoints.json"
-    if not path.exists():
-        return False
-    offsets = [c["offset"] for c in orjson.loads(path.read_bytes())["checkpoints"]]
+    offsets = [c.offset for c in read_state(state).checkpoints.values()]
     return sorted(offsets) == sorted(f.stat().st_size for f in files)
 
 

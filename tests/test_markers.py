@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shipper.sources.checkpoints import Checkpoint, CheckpointStore
+from shipper.sources.checkpoints import Checkpoint
 from shipper.sources.identify import Identified, identify
 from shipper.sources.markers import (
     MARKER_BYTES,
@@ -65,23 +65,6 @@ def test_remember_keeps_the_last_few_increasing_ends(ends: list[int]) -> None:
     assert len(kept) <= MARKERS_KEPT
     assert [m.end for m in kept] == sorted({m.end for m in kept})
     assert kept[-1].end == max(ends)
-
-
-def test_checkpoints_keep_markers_finished_and_copy_of(tmp_path: Path) -> None:
-    path = tmp_path / "a.log"
-    path.write_bytes(lines(0, 5))
-    found = identify(str(path), fingerprint_bytes=256, candidates={})
-    assert found is not None
-    os.close(found.fd)
-    marker = marker_of(reader(path.read_bytes()), 100)
-    assert marker is not None
-    checkpoint = Checkpoint(
-        found.fingerprint, "s", str(path), 100, markers=(marker,), finished=True, copy_of="ab"
-    )
-    store = CheckpointStore(tmp_path / "checkpoints.json")
-    store.save({found.fingerprint.id: checkpoint})
-    loaded = store.load()[found.fingerprint.id]
-    assert (loaded.markers, loaded.finished, loaded.copy_of) == ((marker,), True, "ab")
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from shipper import refill
-from shipper.ledger import LedgerRecord
+from shipper.shipped import ShippedIndex
 from shipper.sources.checkpoints import Checkpoint
 from shipper.sources.fingerprint import Fingerprint
 from shipper.sources.markers import Marker, marker_of
@@ -61,10 +61,11 @@ def spooled(start: int, end: int) -> SpoolEntry:
 
 def test_plan_sorts_damaged_entries_by_what_can_be_done() -> None:
     known = {FP.id: Checkpoint(FP, "app", "/l/app.log", 500, markers=(Marker(500, "ab" * 8),))}
-    delivered = [LedgerRecord("k-0", "app", Segment(FP, "/l/app.log", 0, 100, 3))]
+    delivered = ShippedIndex()
+    delivered.add_entry(spooled(0, 100))
     plan = refill.plan(
         [
-            damaged(FP, 0, 100),  # its key is in the ledger
+            damaged(FP, 0, 100),  # delivered already
             damaged(FP, 100, 200),  # a good entry covers exactly this range
             damaged(FP, 200, 300),  # to read again
             damaged(FP, 300, 400, header=False),  # to read again, found by its name

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from shipper.gaps import encode_gap
 from shipper.keys import compile_template, is_gap_key
-from shipper.ledger import LedgerRecord
 from shipper.recovery import resume_positions
 from shipper.refill import plan
 from shipper.retention import (
@@ -152,6 +151,7 @@ def run_survey(
         live=live or set(),
         open_files=open_files or {},
         streams={},
+        bases={"app": sorted({str(p.parent) for p in paths})},
     )
     return {Path(f.path).name: f for f in found}
 
@@ -387,10 +387,9 @@ def test_a_gap_record_moves_no_resume_position_and_is_never_read_again() -> None
     fp = Fingerprint(1, 2, 3, "x")
     checkpoint = Checkpoint(fp, "app", "/logs/app.log.1", 100)
     gap = SpoolEntry(**{**_fields(entry(fp, 100, 900, None)), "kind": "gap"})
-    delivered_gap = LedgerRecord(
-        "k.gap.ndjson.zst", "app", Segment(fp, "/l", 900, 950, 1), kind="gap"
-    )
-    resumed = resume_positions({fp.id: checkpoint}, [gap], [delivered_gap])
+    delivered = ShippedIndex()
+    delivered.add_entry(SpoolEntry(**{**_fields(entry(fp, 900, 950, None)), "kind": "gap"}))
+    resumed = resume_positions({fp.id: checkpoint}, [gap], delivered)
     assert resumed[fp.id].offset == 100  # the lines are still read if the file is still there
     damaged = DamagedEntry(
         path=Path("/spool/7.entry"),
@@ -402,7 +401,7 @@ def test_a_gap_record_moves_no_resume_position_and_is_never_read_again() -> None
         key="source=app/x-100-900.gap.ndjson.zst",
         source="app",
     )
-    planned = plan([damaged], {fp.id: checkpoint}, [], [])
+    planned = plan([damaged], {fp.id: checkpoint}, [], delivered)
     assert planned.holes == [] and [why for _, why in planned.lost] == [
         "a damaged gap record (lines deleted unshipped)"
     ]

@@ -1,11 +1,10 @@
 from pathlib import Path
 
+import orjson
 import pytest
 
 from shipper.encoding import EncodedBatch
 from shipper.errors import SpoolCorruptError
-from shipper.ledger import Ledger
-from shipper.recovery import resume_positions
 from shipper.sources.checkpoints import Checkpoint, CheckpointStore
 from shipper.sources.fingerprint import Fingerprint
 from shipper.spool import (
@@ -126,55 +125,28 @@ def test_decode_rejects_a_bad_checksum() -> None:
     assert raised.value.header is None
 
 
-def test_ledger_drops_a_torn_last_line_and_keeps_appending(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool")
-    spool.recover()
-    entry = seal(spool, 0, 10)
-    ledger = Ledger(tmp_path / "ledger.jsonl")
-    ledger.open()
-    ledger.append(entry, outcome="stored")
-    ledger.close()
-    with (tmp_path / "ledger.jsonl").open("ab") as f:
-        f.write(b'{"v":1,"key":"half')
-    ledger = Ledger(tmp_path / "ledger.jsonl")
-    records = ledger.open()
-    assert [(r.key, r.segment.end) for r in records] == [("k-0-10", 10)]
-    ledger.append(seal(spool, 10, 20), outcome="already_present")
-    ledger.close()
-    assert [r.segment.end for r in Ledger(tmp_path / "ledger.jsonl").open()] == [10, 20]
+def legacy_checkpoints(path: Path, *offsets: int) -> None:
+    """``checkpoints.json`` as the first state format saved it, one generation per offset."""
+    for offset in offsets:
+        if path.exists():
+            path.replace(path.with_name(path.name + ".1"))
+        doc = {"version": 1, "checkpoints": [Checkpoint(FP, "app", "/l/app.log", offset).to_json()]}
+        path.write_bytes(orjson.dumps(doc))
 
 
-def test_checkpoints_fall_back_to_the_previous_generation(tmp_path: Path) -> None:
+def test_legacy_checkpoints_fall_back_to_the_previous_generation(tmp_path: Path) -> None:
     store = CheckpointStore(tmp_path / "checkpoints.json")
-    store.save({FP.id: Checkpoint(FP, "app", "/l/app.log", 10)})
-    store.save({FP.id: Checkpoint(FP, "app", "/l/app.log", 20)})
+    legacy_checkpoints(store.path, 10, 20)
     assert store.load()[FP.id].offset == 20
     (tmp_path / "checkpoints.json").write_bytes(b"{garbage")
     assert store.load()[FP.id].offset == 10
 
 
-def test_checkpoints_both_generations_damaged_are_set_aside(tmp_path: Path) -> None:
+def test_legacy_checkpoints_both_generations_damaged_are_set_aside(tmp_path: Path) -> None:
     store = CheckpointStore(tmp_path / "checkpoints.json")
-    store.save({FP.id: Checkpoint(FP, "app", "/l/app.log", 10)})
-    store.save({FP.id: Checkpoint(FP, "app", "/l/app.log", 20)})
+    legacy_checkpoints(store.path, 10, 20)
     (tmp_path / "checkpoints.json").write_bytes(b"\x00")
     (tmp_path / "checkpoints.json.1").write_bytes(b"[]")
     assert store.load() == {}
     assert (tmp_path / "checkpoints.json.corrupt").exists()
     assert (tmp_path / "checkpoints.json.1.corrupt").exists()
-
-
-def test_resume_takes_the_largest_of_checkpoint_spool_and_ledger(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool")
-    spool.recover()
-    spooled = [seal(spool, 100, 150), seal(spool, 0, 40, fp=OTHER)]
-    ledger = Ledger(tmp_path / "ledger.jsonl")
-    ledger.open()
-    ledger.append(seal(spool, 150, 170), outcome="stored")
-    ledger.close()
-    delivered = Ledger(tmp_path / "ledger.jsonl").open()
-    merged = resume_positions({FP.id: Checkpoint(FP, "app", "/l/app.log", 120)}, spooled, delivered)
-    assert merged[FP.id].offset == 170
-    assert merged[OTHER.id].offset == 40
-    only_checkpoint = resume_positions({FP.id: Checkpoint(FP, "app", "p", 500)}, spooled, delivered)
-    assert only_checkpoint[FP.id].offset == 500

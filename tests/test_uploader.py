@@ -16,10 +16,12 @@ import pytest
 from shipper.encoding import EncodedBatch
 from shipper.errors import FailureKind, SinkError
 from shipper.ledger import Ledger
+from shipper.shipped import ShippedIndex
 from shipper.sinks.base import ObjectToPut, PutOutcome
 from shipper.sinks.s3 import failure_kind
 from shipper.sources.fingerprint import Fingerprint
 from shipper.spool import Segment, Spool, SpoolEntry
+from shipper.statedb import StateDB
 from shipper.uploader import QUARANTINE_IN_A_ROW, Backoff, Uploader
 
 FP = Fingerprint(dev=1, ino=2, head_len=10, head_sha256="ab" * 32)
@@ -68,8 +70,9 @@ def run_uploads(
 ) -> Uploader:
     spool = Spool(tmp_path / "spool")
     spool.recover()
-    ledger = Ledger(tmp_path / "ledger.jsonl")
-    ledger.open()
+    db = StateDB(tmp_path / "state.db")
+    db.open()
+    ledger = Ledger(db, ShippedIndex())
 
     async def main() -> Uploader:
         uploader = Uploader(
@@ -95,7 +98,7 @@ def run_uploads(
     try:
         return asyncio.run(main())
     finally:
-        ledger.close()
+        db.close()
 
 
 def test_a_permanent_rejection_is_quarantined_and_the_rest_ships(tmp_path: Path) -> None:

@@ -6,6 +6,11 @@ exists, which is this sink's ``If-None-Match: *``. Readers never see a partial
 object, and a retried batch never overwrites or duplicates one. The object's
 provenance metadata goes into ``user.shipper-*`` extended attributes where the
 filesystem has them (``getfattr -d FILE`` shows them).
+
+Directories it creates (``dt=``, ``hour=``, ...) are mode 0750 whatever the
+umask, to match the objects' 0640: the owner writes, a group the operator
+chooses may read, nobody else sees even the names. Each new one is fsynced
+into its parent before an object is linked into it.
 """
 
 from __future__ import annotations
@@ -16,11 +21,15 @@ import logging
 import os
 from pathlib import Path
 
+from shipper.dirs import make_dirs
 from shipper.errors import SinkError
 from shipper.fsutil import fsync_dir, write_synced
 from shipper.sinks.base import ObjectToPut, PutOutcome
 
 log = logging.getLogger(__name__)
+
+#: Directories the sink creates; see the module's docstring.
+SINK_DIR_MODE = 0o750
 
 
 class DirectorySink:
@@ -34,7 +43,7 @@ class DirectorySink:
             raise SinkError(f"key {obj.key!r} escapes the sink root", kind="permanent")
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(final.parent, SINK_DIR_MODE)
             xattrs = {f"user.{k}": v.encode() for k, v in obj.metadata.items()}
             # Removes its partial file if it fails.
             if not write_synced(tmp, obj.body, xattrs=xattrs) and not self._warned_no_xattrs:

@@ -23,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shipper.config import SinkSettings
 from shipper.errors import FailureKind, SinkError
+from shipper.redact_output import hide_url_secrets
 from shipper.sinks.base import ObjectToPut, PutOutcome
 
 if TYPE_CHECKING:
@@ -106,8 +107,10 @@ class S3Sink:
         except ClientError as exc:
             return _classify(exc, obj.key)
         except BotoCoreError as exc:
-            # Connection refused or reset, timeouts, DNS: the store may come back.
-            raise SinkError(f"s3://{self.bucket}/{obj.key}: {exc}") from exc
+            # Connection refused or reset, timeouts, DNS: the store may come back. The
+            # text names the request's URL, whose query string (a multipart upload id,
+            # a presigned signature) and userinfo stay out of our messages.
+            raise SinkError(hide_url_secrets(f"s3://{self.bucket}/{obj.key}: {exc}")) from exc
         return PutOutcome.STORED
 
     def _args_for(self, obj: ObjectToPut) -> dict[str, Any]:
@@ -234,7 +237,9 @@ def _classify(exc: ClientError, key: str) -> PutOutcome:
     code = str(exc.response.get("Error", {}).get("Code", ""))
     if status == 412 or code == "PreconditionFailed":
         return PutOutcome.ALREADY_PRESENT
-    raise SinkError(f"{key}: HTTP {status} {code}: {exc}", kind=failure_kind(status, code)) from exc
+    raise SinkError(
+        hide_url_secrets(f"{key}: HTTP {status} {code}: {exc}"), kind=failure_kind(status, code)
+    ) from exc
 
 
 def failure_kind(status: int, code: str) -> FailureKind:

@@ -1,8 +1,8 @@
-"""The checkpoint store: where each known file resumes, written atomically and versioned.
+"""Checkpoints: where each known file resumes, with what proves it is the same file.
 
-Written to a temp file, fsynced, and renamed over the current one, whose
-previous generation is kept as ``.1``: a damaged current file falls back to
-it instead of restarting every file from byte 0.
+They are kept in the state database (``shipper.statedb``), a row per file.
+``CheckpointStore`` reads the first format's ``checkpoints.json`` (and its
+backup generation ``.1``), once, when a state directory is converted.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 __all__ = ["CHECKPOINT_FORMAT_VERSION", "Checkpoint", "CheckpointStore"]
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import Any
 
 import orjson
 
-from shipper.fsutil import fsync_dir, write_synced
 from shipper.sources.fingerprint import Fingerprint
 from shipper.sources.markers import Marker
 
@@ -84,7 +82,7 @@ class Checkpoint:
 
 
 class CheckpointStore:
-    """Owns ``state_dir/checkpoints.json`` and its backup generation ``checkpoints.json.1``."""
+    """Reads the first format's ``checkpoints.json`` and its backup generation ``.1``."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -119,20 +117,6 @@ class CheckpointStore:
                 extra={"problems": problems},
             )
         return {}
-
-    def save(self, checkpoints: dict[str, Checkpoint]) -> None:
-        data = orjson.dumps(
-            {
-                "version": CHECKPOINT_FORMAT_VERSION,
-                "checkpoints": [c.to_json() for c in checkpoints.values()],
-            }
-        )
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        write_synced(tmp, data)
-        if self.path.exists():
-            os.replace(self.path, self.backup)
-        os.replace(tmp, self.path)
-        fsync_dir(self.path.parent)
 
 
 def _decode(data: bytes) -> dict[str, Checkpoint]:

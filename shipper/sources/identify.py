@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from shipper.confined import open_log_file
 from shipper.fsutil import regular_files
 from shipper.sources.checkpoints import Checkpoint
 from shipper.sources.compressed import is_compressed
@@ -44,13 +45,17 @@ def identify(
     fingerprint_bytes: int,
     candidates: Mapping[tuple[int, int], Sequence[Checkpoint]],
     by_head: ByHead | None = None,
+    roots: Sequence[str] | None = None,
 ) -> Identified | None:
     """Open ``path`` and identify it (see :func:`identify_open`).
 
+    ``roots``: where the file may really be, through symlinks (see
+    :func:`~shipper.confined.open_log_file`); without, ``path`` must not be a symlink.
     Returns None (nothing held open) while the file's head is still incomplete.
-    Raises OSError when the file cannot be opened (vanished, permissions).
+    Raises OSError when the file cannot be opened (vanished, permissions), and
+    :class:`~shipper.errors.RefusedFileError` (an OSError) when it must not be.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = open_log_file(path, roots=roots)
     try:
         found = identify_open(
             fd, fingerprint_bytes=fingerprint_bytes, candidates=candidates, by_head=by_head
@@ -157,7 +162,8 @@ def _prefix_of(checkpoint: Checkpoint, pread: Pread, size: int) -> bool:
     if size <= original.head_len:
         return False
     try:
-        fd = os.open(checkpoint.path, os.O_RDONLY | os.O_CLOEXEC)
+        # Through a symlink if need be: only the known file's own inode is read.
+        fd = open_log_file(checkpoint.path, roots=("/",))
     except OSError:
         return False
     try:
@@ -195,7 +201,7 @@ def find_copies(
         if is_compressed(path) or (st.st_dev, st.st_ino) in skip:
             continue
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = open_log_file(path)
         except OSError:
             continue
         copy = _copy_among(fd, head_lengths, by_head, left)
