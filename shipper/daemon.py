@@ -1464,6 +1464,15 @@ class Daemon:
         assert self.uploader is not None
         self.uploader.submit(entry)
 
+    def still_present(self, fids: set[str]) -> None:
+        """Found by the disk guard (a rotation it judged, compressed or not): seen now,
+        so its checkpoint and delivered ranges are not forgotten while it is there."""
+        now = time.time()
+        for fid in fids:
+            checkpoint = self.known.get(fid)
+            if checkpoint is not None:
+                checkpoint.seen_at = now
+
     # ---------------------------------------------------------------- discovery
 
     async def _scan(self, *, initial: bool) -> None:

@@ -84,6 +84,11 @@ class GuardHooks(Protocol):
 
     def submit(self, entry: SpoolEntry) -> None: ...
 
+    def still_present(self, fids: set[str]) -> None:
+        """These files' lines are still on disk (a compressed rotation, say): keep their
+        state, delivered ranges included, as long as that proves them shipped."""
+        ...
+
 
 class DiskGuard:
     def __init__(
@@ -139,6 +144,7 @@ class DiskGuard:
         for file in files:
             if file.refused is not None:
                 self.refused.report(printable_path(file.path), file.refused, found_by="disk guard")
+        self.hooks.still_present({f.fingerprint.id for f in files if f.fingerprint is not None})
         disk = settings.disk
         plan = choose(
             files,

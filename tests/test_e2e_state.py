@@ -20,6 +20,8 @@ from tests.support.daemon import PROJECT_ROOT
 from tests.support.history import add_history, dir_size
 from tests.support.producers import run_writer
 from tests.support.store import assert_exact, wait_for
+from tests.test_e2e_logrotate import logrotate_once
+from tests.test_e2e_retention import deletions, guard_toml, wait_gone
 
 pytestmark = pytest.mark.e2e
 
@@ -188,3 +190,33 @@ def test_the_previous_release_state_is_converted_with_nothing_lost_or_repeated(
     shipping.finish(900)
     # Counted by the old ledger (converted) or the new state, some twice after the kill.
     assert read_totals(shipping.state).records >= 900
+
+
+def test_a_compressed_rotation_stays_provable_past_the_grace_period(tmp_path: Path) -> None:
+    """The file a compressed rotation holds is gone, so no scan sees it again; the disk
+    guard, which finds and proves the compressed copy, keeps its state (delivered
+    ranges included) alive while the copy is there, so retention can delete it once
+    it is old enough, long after ``checkpoint_grace_secs``."""
+    shipping = Shipping(
+        tmp_path,
+        "directory",
+        include="app.log*",
+        extra_toml=(
+            "checkpoint_grace_secs = 2\n"
+            "[retention]\nmax_age_secs = 8\nquiet_secs = 1\n"
+            + guard_toml(high_watermark=1.0, critical_watermark=1.0)
+        ),
+    )
+    app = shipping.logs / "app.log"
+    run_writer(app, 0, 1000)
+    with shipping.daemon:
+        shipping.wait_started()
+        shipping.wait_delivered(1000)
+        logrotate_once(shipping, "    create\n    compress")
+        rotated = shipping.logs / "app.log.1.gz"
+        assert rotated.exists()
+        run_writer(app, 1000, 100)
+        wait_gone(shipping, rotated)
+        (deleted,) = deletions(shipping, "deleted shipped rotated file")
+        assert deleted["reason"] == "max_age"
+        shipping.finish(1100)
