@@ -19,6 +19,7 @@ release wrote it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -28,6 +29,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,9 +116,19 @@ def shipped_all(root: Path) -> bool:
     return read_totals(root / "state").records >= LIVE_FILES * LINES_PER_FILE
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    proc.wait(120)
+@contextlib.contextmanager
+def running(root: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The daemon, stopped on the way out whatever happened (killed if it hangs)."""
+    proc = start(root)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def legacy_ledger(state: Path, objects: int) -> None:
@@ -167,23 +179,19 @@ def run(objects: int, *, legacy: bool) -> dict[str, object]:
             legacy_ledger(root / "state", objects)
             ledger_bytes = (root / "state" / "ledger.jsonl").stat().st_size
         else:
-            proc = start(root)
-            wait_until(
-                lambda: read_totals(root / "state").records >= LIVE_FILES * LINES_PER_FILE, 120
-            )
-            stop(proc)
+            with running(root):
+                wait_until(lambda: shipped_all(root), 120)
             if objects:
                 add_history(root / "state", objects=objects, files=files, grace_secs=GRACE_SECS)
         before_bytes = dir_size(root / "state")
         started = time.monotonic()
-        proc = start(root)
-        ready = seconds_to_ready(root, proc, started)
-        rss = peak_rss_mib(proc.pid)
-        # Files past the grace are forgotten at the first pass after the first scan.
-        expected = LIVE_FILES + (files + 1) // 2 if files else LIVE_FILES
-        wait_until(lambda: len(read_state(root / "state").checkpoints) <= expected, 120)
-        wait_until(lambda: shipped_all(root), 120)
-        stop(proc)
+        with running(root) as proc:
+            ready = seconds_to_ready(root, proc, started)
+            rss = peak_rss_mib(proc.pid)
+            # Files past the grace are forgotten at the first pass after the first scan.
+            expected = LIVE_FILES + (files + 1) // 2 if files else LIVE_FILES
+            wait_until(lambda: len(read_state(root / "state").checkpoints) <= expected, 120)
+            wait_until(lambda: shipped_all(root), 120)
         return {
             "objects": objects,
             "gone_files": files,

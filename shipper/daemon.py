@@ -62,6 +62,7 @@ from shipper.sources.compressed import (
 )
 from shipper.sources.discovery import (
     Refusals,
+    SourceRoots,
     discover,
     find_by_inode,
     real_parents,
@@ -172,6 +173,9 @@ class ChangeEvents:
     dirty: set[str] = field(default_factory=set)
     #: When every file is looked at again, events or not.
     next_sweep: float = 0.0
+    #: Where each source's files may live, resolved at the last scan: a file an event
+    #: names is opened against these, without a realpath on the event loop.
+    roots: dict[str, SourceRoots] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -1477,6 +1481,8 @@ class Daemon:
 
     async def _scan(self, *, initial: bool) -> None:
         async with self._scanning:
+            # Resolved once a scan (an operator may move a symlinked base).
+            self._events.roots = await asyncio.to_thread(roots_of, self.settings.sources)
             await self._scan_now(initial=initial)
 
     async def _scan_now(self, *, initial: bool) -> None:
@@ -1836,7 +1842,7 @@ class Daemon:
         headless: set[str] = set()  # files whose first line is not complete yet
         shrunk: set[InodeKey] = set()
         handled: set[InodeKey] = set()
-        roots = roots_of(self.settings.sources)
+        roots = self._events.roots
         for source, path in found:
             try:
                 st = os.stat(path)
@@ -1920,7 +1926,7 @@ class Daemon:
                 path,
                 fingerprint_bytes=self.settings.sources[source].fingerprint_bytes,
                 candidates=by_inode,
-                roots=roots_of(self.settings.sources)[source].allowed,
+                roots=self._events.roots[source].allowed,
             )
         except OSError:
             return  # read once it can be opened
@@ -2113,9 +2119,12 @@ class Daemon:
         source = source_of(self.settings.sources, path)
         if source is None or len(self.active) + len(self._preopened) >= self._max_open:
             return
+        roots = self._events.roots.get(source)
+        if roots is None:
+            return  # before the first scan, which finds the file
         try:
             # On the event loop: never a blocking open (a FIFO), never out of the roots.
-            fd = open_log_file(path, roots=roots_of(self.settings.sources)[source].allowed)
+            fd = open_log_file(path, roots=roots.allowed)
             st = os.fstat(fd)
         except OSError:
             return  # gone already, or not a file we can read: the scan will say

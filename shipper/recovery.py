@@ -45,16 +45,6 @@ def resume_positions(
         if known is not None:
             known.offset = max(known.offset, shipped.end)
             continue
-        # Delivered before its checkpoint was first saved (a crash). Known again with
-        # the marker of its delivered end, so a reused inode is not taken for it, and
-        # as last seen at that delivery, so it is forgotten in time if it is gone.
-        marker = shipped.end_marker
-        merged[fid] = Checkpoint(
-            shipped.fingerprint,
-            shipped.source,
-            shipped.path,
-            shipped.end,
-            seen_at=shipped.delivered_at,
-            markers=() if marker is None or marker.end != shipped.end else (marker,),
-        )
+        # Delivered before its checkpoint was first saved (a crash).
+        merged[fid] = shipped.as_checkpoint()
     return merged

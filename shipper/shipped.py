@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from shipper.sources.checkpoints import Checkpoint
 from shipper.sources.fingerprint import Fingerprint
 from shipper.sources.markers import Marker
 from shipper.spool import SpoolEntry
@@ -46,6 +47,21 @@ class ShippedFile:
         """Whether every byte of ``[start, end)`` is delivered."""
         at = bisect.bisect_right(self.ranges, (start, 2**63)) - 1
         return at >= 0 and self.ranges[at][0] <= start and end <= self.ranges[at][1]
+
+    def as_checkpoint(self) -> Checkpoint:
+        """Where the file resumes when only its deliveries know it (a crash before its
+        checkpoint was saved): at its delivered end, with the marker of that end, so a
+        reused inode is never taken for it, and as last seen at its last delivery, so it
+        is forgotten in time if it is gone."""
+        marker = self.end_marker
+        return Checkpoint(
+            self.fingerprint,
+            self.source,
+            self.path,
+            self.end,
+            seen_at=self.delivered_at,
+            markers=() if marker is None or marker.end != self.end else (marker,),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

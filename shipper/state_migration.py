@@ -27,7 +27,7 @@ import orjson
 
 from shipper.fsutil import fsync_dir
 from shipper.shipped import ShippedFile, ShippedIndex
-from shipper.sources.checkpoints import Checkpoint, CheckpointStore
+from shipper.sources.checkpoints import CheckpointStore
 from shipper.sources.fingerprint import Fingerprint
 from shipper.sources.markers import Marker
 from shipper.statedb import StateDB, Totals
@@ -100,14 +100,7 @@ def migrate_legacy_state(
             forgotten += 1
             continue
         recent += 1
-        checkpoints[fid] = Checkpoint(
-            file.fingerprint,
-            file.source,
-            file.path,
-            file.end,
-            seen_at=file.delivered_at,
-            markers=() if file.end_marker is None else (file.end_marker,),
-        )
+        checkpoints[fid] = file.as_checkpoint()
     db.replace_all(checkpoints.values(), shipped, totals)
     _remove(state_dir, present)
     report = MigrationReport(
