@@ -55,8 +55,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shipper.config import load_config  # noqa: E402
-from shipper.statedb import STATE_DB_NAME, read_state, read_totals  # noqa: E402
+from shipper.config import Settings, load_config
+from shipper.statedb import STATE_DB_NAME, read_state, read_totals
 
 #: How often the state is polled (the daemon saves checkpoints every second).
 POLL_SECS = 0.5
@@ -68,10 +68,25 @@ PR_SET_PDEATHSIG = 1
 # ------------------------------------------------------------------ the daemon
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid``, all threads (fields 14 and 15 of /proc/PID/stat)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU time of ``pid``, all threads (fields 14 and 15 of /proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_times(pid))
+
+
+def cpu_figures(pid: int, before: tuple[float, float], elapsed: float) -> dict[str, float]:
+    """CPU used since ``before`` (from :func:`cpu_times`): seconds, system share, % of a core."""
+    user, system = (now - then for now, then in zip(cpu_times(pid), before, strict=True))
+    return {
+        "cpu_secs": round(user + system, 2),
+        "cpu_system_secs": round(system, 2),
+        "cpu_percent_of_one_core": round(100 * (user + system) / elapsed, 2),
+    }
 
 
 def memory_mib(pid: int) -> dict[str, float]:
@@ -255,7 +270,8 @@ def first_pass(
     proc: subprocess.Popen[bytes], state: Path, files: int, lines: int, timeout: float
 ) -> dict[str, Any]:
     """Phase a: until every file is known and every line delivered (or the timeout)."""
-    started, cpu0 = time.monotonic(), cpu_seconds(proc.pid)
+    started, times0 = time.monotonic(), cpu_times(proc.pid)
+    cpu0 = sum(times0)
     all_known_at = all_delivered_at = None
     samples: list[list[float]] = []
     next_sample = started
@@ -293,8 +309,7 @@ def first_pass(
         "files_known_at_end": known_files(state),
         "lines_delivered_at_end": delivered(state),
         "elapsed_secs": round(elapsed, 1),
-        "cpu_secs": round(used, 2),
-        "cpu_percent_of_one_core": round(100 * used / elapsed, 1),
+        **cpu_figures(proc.pid, times0, elapsed),
         "files_per_cpu_sec": round(known_files(state) / used) if used else None,
         "memory_mib": memory_mib(proc.pid),
         "loadavg_at_end": loadavg(),
@@ -304,21 +319,24 @@ def first_pass(
 
 def growing_phase(
     proc: subprocess.Popen[bytes],
-    logs: Path,
-    state: Path,
+    root: Path,
+    *,
     indices: list[int],
     rate: float,
     seconds: float,
     seq: int,
-    already: int,
     catch_up_timeout: float,
-) -> tuple[dict[str, Any], int]:
-    """Phase b: ``rate`` lines/s spread over the files at ``indices`` for ``seconds``."""
+) -> dict[str, Any]:
+    """Phase b: ``rate`` lines/s spread over the files at ``indices`` for ``seconds``.
+
+    ``seq`` is the next line's number, and also how many lines were written before.
+    """
+    logs, state, already = root / "logs", root / "state", seq
     handles = [os.open(logs / f"app{n:06d}.log", os.O_WRONLY | os.O_APPEND) for n in indices]
     tick = 0.1
     written = 0
     max_lag = 0
-    started, cpu0 = time.monotonic(), cpu_seconds(proc.pid)
+    started, times0 = time.monotonic(), cpu_times(proc.pid)
     next_poll = started
     try:
         turn = 0
@@ -349,7 +367,6 @@ def growing_phase(
             break
         time.sleep(POLL_SECS / 5)
     elapsed = time.monotonic() - started
-    used = cpu_seconds(proc.pid) - cpu0
     return {
         "phase": "b_growing",
         "growing_files": len(indices),
@@ -360,11 +377,10 @@ def growing_phase(
         "max_lag_lines_while_writing": max_lag,
         "lag_lines_at_last_write": lag_at_stop,
         "secs_after_last_write_until_all_delivered": _round(caught_up_after, 2),
-        "cpu_secs": round(used, 2),
-        "cpu_percent_of_one_core": round(100 * used / elapsed, 1),
+        **cpu_figures(proc.pid, times0, elapsed),
         "memory_mib": memory_mib(proc.pid),
         "loadavg_at_end": loadavg(),
-    }, seq
+    }
 
 
 def idle_phase(
@@ -372,7 +388,8 @@ def idle_phase(
 ) -> dict[str, Any]:
     """Phase c: nothing written; CPU over the window and per slice."""
     started = last = time.monotonic()
-    cpu0 = cpu_last = cpu_seconds(proc.pid)
+    times0 = cpu_times(proc.pid)
+    cpu_last = sum(times0)
     slices: list[float] = []
     while (now := time.monotonic()) - started < seconds:
         check_alive(proc)
@@ -381,12 +398,10 @@ def idle_phase(
         slices.append(round(100 * (cpu - cpu_last) / (now - last), 1))
         last, cpu_last = now, cpu
     elapsed = time.monotonic() - started
-    used = cpu_seconds(proc.pid) - cpu0
     return {
         "phase": "c_idle",
         "window_secs": round(elapsed, 1),
-        "cpu_secs": round(used, 2),
-        "cpu_percent_of_one_core": round(100 * used / elapsed, 2),
+        **cpu_figures(proc.pid, times0, elapsed),
         f"cpu_percent_per_{slice_secs:g}s": slices,
         "memory_mib": memory_mib(proc.pid),
         "files_open_by_daemon": open_files_in(proc.pid, logs),
@@ -429,7 +444,7 @@ def config_text(args: argparse.Namespace) -> str:
     )
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=100_000)
     parser.add_argument("--growing", type=int, default=1_000)
@@ -456,104 +471,116 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, help="directory for py-spy profiles")
     parser.add_argument("--profile-seconds", type=float, default=30)
     parser.add_argument("--tmp", type=Path, help="where the temporary directory goes")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def header(args: argparse.Namespace, settings: Settings, logs: Path, lines: int) -> dict[str, Any]:
+    """The first line: the machine, the workload and the settings in effect."""
+    return {
+        "machine": (
+            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        ),
+        "loadavg_at_start": loadavg(),
+        "workload": {
+            "files": args.files,
+            "lines_per_file": args.lines_per_file,
+            "lines": lines,
+            "bytes": sum(file_sizes(logs).values()),
+            "growing_files": len(growing_indices(args.files, args.growing)),
+            "grow_rate_lines_per_sec": args.grow_rate,
+            "grow_seconds": args.grow_seconds,
+            "idle_seconds": args.idle_seconds,
+        },
+        "settings": {
+            "max_open_files": settings.max_open_files,
+            "close_inactive_secs": settings.close_inactive_secs,
+            "poll_interval_secs": settings.poll_interval_secs,
+            "file_events": settings.file_events,
+            "checkpoint_grace_secs": settings.checkpoint_grace_secs,
+            "fingerprint_bytes": settings.sources["app"].fingerprint_bytes,
+            "batch_max_age_secs": settings.batch.max_age_secs,
+            "disk_check_interval_secs": settings.disk.check_interval_secs,
+            "redact": settings.redact.enabled,
+            "sink": settings.sink.type,
+            "log_level": args.log_level,
+        },
+    }
+
+
+def run_phases(
+    args: argparse.Namespace,
+    root: Path,
+    proc: subprocess.Popen[bytes],
+    lines: int,
+    spies: list[subprocess.Popen[bytes]],
+) -> int:
+    logs, state = root / "logs", root / "state"
+    say(f"daemon pid {proc.pid}; phase a (first pass) starts")
+    out = None if args.profile is None else args.profile / "phase_a.txt"
+    if spy := profile(proc.pid, args.profile_seconds, out):
+        spies.append(spy)
+    phase_a = first_pass(proc, state, args.files, lines, args.first_pass_timeout)
+    phase_a.update(checkpoint_summary(state, file_sizes(logs)))
+    phase_a["state_bytes"] = state_bytes(state)
+    emit(phase_a)
+    if phase_a["timed_out"]:
+        say("phase a timed out; phases b and c skipped")
+        return 1
+    indices = growing_indices(args.files, args.growing)
+    say(f"phase b (growing: {len(indices)} files) starts")
+    emit(
+        growing_phase(
+            proc,
+            root,
+            indices=indices,
+            rate=args.grow_rate,
+            seconds=args.grow_seconds,
+            seq=lines,
+            catch_up_timeout=args.catch_up_timeout,
+        )
+    )
+    time.sleep(args.settle)
+    say(f"phase c (idle, {args.idle_seconds:g} s) starts")
+    out = None if args.profile is None else args.profile / "phase_c.txt"
+    if spy := profile(proc.pid, min(args.profile_seconds, args.idle_seconds), out):
+        spies.append(spy)
+    phase_c = idle_phase(proc, logs, state, args.idle_seconds, args.idle_slice)
+    phase_c.update(checkpoint_summary(state, file_sizes(logs)))
+    phase_c["state_bytes"] = state_bytes(state)
+    phase_c["daemon_log_lines_by_message"] = daemon_log_summary(root / "shipper.log")
+    emit(phase_c)
+    for spy in spies:  # done with the daemon still running, as a rule
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            spy.wait(args.profile_seconds + 30)
+    return 0
+
+
+def main() -> int:
+    args = parse_args()
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     # A SIGTERM ends the bench through the finally blocks: the daemon stops, the
     # temporary directory goes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-
     with tempfile.TemporaryDirectory(prefix="shipper-many-", dir=args.tmp) as tmp:
         root = Path(tmp)
-        logs, state = root / "logs", root / "state"
-        logs.mkdir()
+        (root / "logs").mkdir()
         (root / "shipper.toml").write_text(config_text(args))
         settings = load_config(root / "shipper.toml")
-        source = settings.sources["app"]
         made = time.monotonic()
-        lines = create_files(logs, args.files, args.lines_per_file)
-        made = time.monotonic() - made
-        emit(
-            {
-                "machine": (
-                    f"{platform.machine()}, {os.cpu_count()} cores,"
-                    f" Python {platform.python_version()}"
-                ),
-                "loadavg_at_start": loadavg(),
-                "workload": {
-                    "files": args.files,
-                    "lines_per_file": args.lines_per_file,
-                    "lines": lines,
-                    "bytes": sum(file_sizes(logs).values()),
-                    "growing_files": min(args.growing, args.files),
-                    "grow_rate_lines_per_sec": args.grow_rate,
-                    "grow_seconds": args.grow_seconds,
-                    "idle_seconds": args.idle_seconds,
-                    "secs_to_create_files": round(made, 1),
-                },
-                "settings": {
-                    "max_open_files": settings.max_open_files,
-                    "close_inactive_secs": settings.close_inactive_secs,
-                    "poll_interval_secs": settings.poll_interval_secs,
-                    "file_events": settings.file_events,
-                    "checkpoint_grace_secs": settings.checkpoint_grace_secs,
-                    "fingerprint_bytes": source.fingerprint_bytes,
-                    "batch_max_age_secs": settings.batch.max_age_secs,
-                    "redact": settings.redact.enabled,
-                    "sink": settings.sink.type,
-                    "log_level": args.log_level,
-                },
-            }
-        )
+        lines = create_files(root / "logs", args.files, args.lines_per_file)
+        record = header(args, settings, root / "logs", lines)
+        record["workload"]["secs_to_create_files"] = round(time.monotonic() - made, 1)
+        emit(record)
         spies: list[subprocess.Popen[bytes]] = []
         try:
             with running_daemon(root, args.log_level) as proc:
-                say(f"daemon pid {proc.pid}; phase a (first pass) starts")
-                out = None if args.profile is None else args.profile / "phase_a.txt"
-                if spy := profile(proc.pid, args.profile_seconds, out):
-                    spies.append(spy)
-                phase_a = first_pass(proc, state, args.files, lines, args.first_pass_timeout)
-                phase_a.update(checkpoint_summary(state, file_sizes(logs)))
-                phase_a["state_bytes"] = state_bytes(state)
-                emit(phase_a)
-                if phase_a["timed_out"]:
-                    say("phase a timed out; phases b and c skipped")
-                    return 1
-                indices = growing_indices(args.files, args.growing)
-                say(f"phase b (growing: {len(indices)} files) starts")
-                phase_b, _ = growing_phase(
-                    proc,
-                    logs,
-                    state,
-                    indices,
-                    args.grow_rate,
-                    args.grow_seconds,
-                    lines,
-                    lines,
-                    args.catch_up_timeout,
-                )
-                emit(phase_b)
-                time.sleep(args.settle)
-                say(f"phase c (idle, {args.idle_seconds:g} s) starts")
-                out = None if args.profile is None else args.profile / "phase_c.txt"
-                if spy := profile(proc.pid, min(args.profile_seconds, args.idle_seconds), out):
-                    spies.append(spy)
-                phase_c = idle_phase(proc, logs, state, args.idle_seconds, args.idle_slice)
-                phase_c.update(checkpoint_summary(state, file_sizes(logs)))
-                phase_c["state_bytes"] = state_bytes(state)
-                phase_c["daemon_log_lines_by_message"] = daemon_log_summary(root / "shipper.log")
-                emit(phase_c)
-                for spy in spies:  # done with the daemon still running, as a rule
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        spy.wait(args.profile_seconds + 30)
+                return run_phases(args, root, proc, lines, spies)
         finally:
             for spy in spies:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    spy.wait(30)
                 if spy.poll() is None:
                     spy.kill()
                     spy.wait()
-    return 0
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import dataclasses
 import fcntl
 import functools
 import logging
+import math
 import os
 import signal
 import socket
@@ -109,6 +110,10 @@ REFILL_RETRY_SECS = 10.0
 SYSTEMD_STATUS_SECS = 10.0
 #: How often (at most) live files are checked for having gone stale.
 STALE_CHECK_SECS = 30.0
+#: After a scan, at least this many times as long without one (scans stay within
+#: about 5% of a core), and at most SCAN_REST_MAX_SECS.
+SCAN_REST_FACTOR = 19.0
+SCAN_REST_MAX_SECS = 30.0
 #: After change events fail, how long to poll before watching again.
 WATCH_RESTART_SECS = 30.0
 #: Backfill: compressed files read at once (each holds a decompressor's window).
@@ -176,6 +181,9 @@ class ChangeEvents:
     #: Where each source's files may live, resolved at the last scan: a file an event
     #: names is opened against these, without a realpath on the event loop.
     roots: dict[str, SourceRoots] = field(default_factory=dict)
+    #: A rescan that must not wait out the rest after the last one: slots were freed
+    #: for files waiting to be opened.
+    urgent: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(slots=True)
@@ -198,6 +206,8 @@ class SavedCheckpoints:
     #: Files forgotten whose rows are still to be deleted.
     forgotten: set[str] = field(default_factory=set)
     at: float = field(default_factory=time.monotonic)
+    #: When forgotten files were last looked for.
+    forgot_at: float = -math.inf
 
 
 @dataclass(slots=True)
@@ -1025,13 +1035,16 @@ class Daemon:
             await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _discover(self) -> None:
-        """Rescan on every change event and every ``poll_interval_secs``.
+        """Rescan on every change event and every ``poll_interval_secs``, resting
+        after each scan in proportion to what it cost.
 
         It runs beside the reader, not between its reads, so a file that is
         created and rotated away quickly is opened (and so kept readable) early.
         """
         while not self._stopping.is_set():
             self._rescan.clear()
+            self._events.urgent.clear()
+            wall, cpu = time.monotonic(), time.process_time()
             try:
                 await self._scan(initial=False)
             except OSError as exc:
@@ -1039,8 +1052,29 @@ class Daemon:
             except Exception:
                 # Discovery must outlive a bug in one scan, or new files go unread.
                 log.exception("scan failed unexpectedly; will retry")
+            # A scan costs O(files matched): rest in proportion, so that scanning takes
+            # a bounded share of a core however many files there are. The smaller of
+            # wall and process time: other processes' load inflates the one, the
+            # reader's own work meanwhile the other.
+            spent = min(time.monotonic() - wall, time.process_time() - cpu)
+            rest = min(spent * SCAN_REST_FACTOR, SCAN_REST_MAX_SECS)
+            await self._rest_after_scan(rest)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._rescan.wait(), self.settings.poll_interval_secs)
+                await asyncio.wait_for(
+                    self._rescan.wait(), max(0.0, self.settings.poll_interval_secs - rest)
+                )
+
+    async def _rest_after_scan(self, secs: float) -> None:
+        """Until ``secs`` pass, a stop comes, or slots are freed for waiting files."""
+        if secs <= 0 or self._events.urgent.is_set():
+            return
+        waiters = {
+            asyncio.ensure_future(self._events.urgent.wait()),
+            asyncio.ensure_future(self._stopping.wait()),
+        }
+        _, pending = await asyncio.wait(waiters, timeout=secs, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in pending:
+            waiter.cancel()
 
     def _spool_full(self) -> bool:
         limits = self.settings.spool
@@ -1415,8 +1449,10 @@ class Daemon:
             del self.active[active.inode]
             self._parked[active.inode] = Parked(checkpoint, consumed, mtime_ns)
         if chosen:
+            if self._waiting_to_open or self._waiting_inodes:
+                self._events.urgent.set()  # waiting files may now be opened: at once
             self._waiting_to_open = 0
-            self._rescan.set()  # waiting files may now be opened
+            self._rescan.set()
 
     # ------------------------------------------------------- retention and disk guard
 
@@ -2170,7 +2206,10 @@ class Daemon:
             await asyncio.sleep(CHECKPOINT_INTERVAL_SECS)
             # Forgetting runs here only, never during a scan: a scan first marks what
             # it found as seen, so a long downtime cannot make live files look gone.
-            self._forget_old_checkpoints()
+            # It looks at every known file: not every second.
+            if time.monotonic() - self._saved.forgot_at >= self._seen_resolution / 60:
+                self._forget_old_checkpoints()
+                self._saved.forgot_at = time.monotonic()
             # Now and then even when nothing was read: scans move ``seen_at``.
             stale = time.monotonic() - self._saved.at >= self._seen_resolution
             if self._checkpoints_dirty or stale:

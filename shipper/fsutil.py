@@ -82,4 +82,3 @@ def printable_path(path: str) -> str:
     Paths are only data here (files are known by fingerprint), so this is enough.
     """
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-

@@ -15,6 +15,7 @@ __all__ = ["DiskGuard", "GuardHooks", "GuardSnapshot"]
 import asyncio
 import errno
 import logging
+import math
 import os
 import time
 from collections import Counter
@@ -65,6 +66,11 @@ class GuardSnapshot:
     open_files: Mapping[InodeKey, tuple[Checkpoint, bool]]
 
 
+#: With nothing to delete, how often the guard looks again for the directories the
+#: logs are in (a full glob: it costs O(files), so not at every pass).
+DIRECTORIES_REFRESH_SECS = 60.0
+
+
 class GuardHooks(Protocol):
     """What the guard needs from the daemon."""
 
@@ -110,6 +116,10 @@ class DiskGuard:
         #: Filesystems still above the critical watermark, by their path: not ready.
         self.critical: dict[str, float] = {}
         self._streams: dict[tuple[int, int, int, int], StreamFacts] = {}
+        #: The directories the globs' files were in at the last look, and when (a file
+        #: may be on a filesystem mounted below a watched directory).
+        self._directories: set[str] = set()
+        self._directories_at = -math.inf
         # CRITICAL: "wake someone up now" (the users' guide's disk-space example).
         self._alerts = ThrottledLog(log, interval_secs=60.0, level=logging.CRITICAL)
 
@@ -124,11 +134,23 @@ class DiskGuard:
             await asyncio.sleep(interval)
 
     async def check(self) -> None:
-        """One pass: measure, decide, delete."""
+        """One pass: measure; if anything may go, survey, decide and delete."""
+        now = time.monotonic()
+        if now - self._directories_at >= DIRECTORIES_REFRESH_SECS:
+            found = await asyncio.to_thread(discover, self.settings.sources, compressed=True)
+            self._directories = {str(Path(path).parent) for _, path in found}
+            self._directories_at = now
+        self.usage = await asyncio.to_thread(self._measure, self._directories)
+        if self._may_delete():
+            await self._survey_and_delete()
+        self._alert()
+
+    async def _survey_and_delete(self) -> None:
         settings = self.settings
         found = await asyncio.to_thread(discover, settings.sources, compressed=True)
-        paths = [path for _, path in found]
-        self.usage = await asyncio.to_thread(self._measure, paths)
+        self._directories = {str(Path(path).parent) for _, path in found}
+        self._directories_at = time.monotonic()
+        self.usage = await asyncio.to_thread(self._measure, self._directories)
         snapshot = self.hooks.guard_snapshot()
         files = await asyncio.to_thread(
             survey,
@@ -139,7 +161,7 @@ class DiskGuard:
             open_files=snapshot.open_files,
             streams=self._streams,
             bases=self._bases(),
-            decompress=self._may_delete(),
+            decompress=True,
         )
         for file in files:
             if file.refused is not None:
@@ -163,7 +185,10 @@ class DiskGuard:
         for deletion in plan.deletions:
             await self._delete(deletion)
         if plan.deletions:
-            self.usage = await asyncio.to_thread(self._measure, paths)
+            self.usage = await asyncio.to_thread(self._measure, self._directories)
+
+    def _alert(self) -> None:
+        disk = self.settings.disk
         self.critical = {
             u.path: u.ratio for u in self.usage.values() if u.ratio > disk.critical_watermark
         }
@@ -200,12 +225,12 @@ class DiskGuard:
         high = self.settings.disk.high_watermark
         return any(u.ratio > high for u in self.usage.values())
 
-    def _measure(self, paths: list[str]) -> dict[int, DiskUsage]:
-        """Every filesystem holding the logs (their directories and the files the
-        globs match), and the state directory's."""
+    def _measure(self, directories: set[str]) -> dict[int, DiskUsage]:
+        """Every filesystem holding the logs (the watched directories, and those the
+        files the globs matched at the last look are in), and the state directory's."""
         places = {str(self.settings.state_dir)}
         places.update(str(root) for root in watch_roots(self.settings.sources))
-        places.update(str(Path(path).parent) for path in paths)
+        places.update(directories)
         usage: dict[int, DiskUsage] = {}
         for place in sorted(places):
             try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 __all__ = ["Fingerprint", "head_of"]
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -26,14 +26,17 @@ class Fingerprint:
     #: Counts rewrites in place that kept the same first line (truncate, then the
     #: same banner again): each is a new file whose byte ranges must get new keys.
     generation: int = 0
+    #: A short stable name, used in checkpoints, spool headers and object keys.
+    #: Computed once: scans and saves ask for it for every file they look at.
+    id: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def id(self) -> str:
-        """A short stable name, used in checkpoints, spool headers and object keys."""
+    def __post_init__(self) -> None:
         material = f"{self.dev}:{self.ino}:{self.head_len}:{self.head_sha256}"
         if self.generation:
             material += f":{self.generation}"
-        return hashlib.blake2b(material.encode(), digest_size=8).hexdigest()
+        object.__setattr__(
+            self, "id", hashlib.blake2b(material.encode(), digest_size=8).hexdigest()
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
