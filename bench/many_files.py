@@ -555,13 +555,18 @@ def run_phases(
     return 0
 
 
+def stopped_by_signal(signum: int, _frame: object) -> None:
+    say(f"{signal.Signals(signum).name}: stopping the daemon, removing the temporary directory")
+    sys.exit(128 + signum)
+
+
 def main() -> int:
     args = parse_args()
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     # A SIGTERM ends the bench through the finally blocks: the daemon stops, the
     # temporary directory goes.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGTERM, stopped_by_signal)
     with tempfile.TemporaryDirectory(prefix="shipper-many-", dir=args.tmp) as tmp:
         root = Path(tmp)
         (root / "logs").mkdir()
