@@ -29,6 +29,7 @@ from tests.e2e_harness import Shipping
 from tests.support.producers import run_writer
 from tests.support.store import wait_for
 from tests.test_e2e_endpoints import samples, value
+from tests.test_e2e_retention import deletions as logged
 
 pytestmark = pytest.mark.e2e
 
@@ -38,17 +39,6 @@ SECRET = (
     b"".join(b'{"seq": %d, "msg": "%s"}\n' % (-1 - n, SECRET_MARK.encode()) for n in range(50))
     + b"root:$6$hash:19000:0:99999:7:::\n"
 )
-
-
-def logged(shipping: Shipping, message: str) -> list[dict[str, Any]]:
-    """The daemon's JSON log lines whose message starts with ``message``."""
-    found = []
-    for line in shipping.daemon.log_text().splitlines():
-        if line.startswith("{"):
-            entry = orjson.loads(line)
-            if str(entry.get("message", "")).startswith(message):
-                found.append(entry)
-    return found
 
 
 def secret_file(tmp_path: Path) -> Path:
