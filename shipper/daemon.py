@@ -74,10 +74,12 @@ from shipper.sources.discovery import (
 from shipper.sources.identify import (
     ByHead,
     Identified,
+    copies_found_together,
     end_of_last_line,
     find_copies,
     identify,
     identify_open,
+    still_a_copy,
 )
 from shipper.sources.markers import Marker, remember
 from shipper.sources.multiline import LineJoiner, start_rule
@@ -194,6 +196,26 @@ class Parked:
     size: int
     #: A rewrite to the same size still changes the modification time.
     mtime_ns: int
+
+
+@dataclass(slots=True)
+class CopiesSeen:
+    """What the scans know of copies (copytruncate) not yet read."""
+
+    #: Held-back copies by inode: since when (monotonic) at the size they still have.
+    held_since: dict[InodeKey, tuple[float, int]] = field(default_factory=dict)
+    #: Files continued by a copy opened in the current scan.
+    continued: set[str] = field(default_factory=set)
+    #: Copies found beside their never-seen original (copytruncate under way at
+    #: start): copy inode -> the original's fingerprint id. Held while it is read.
+    paired: dict[InodeKey, str] = field(default_factory=dict)
+
+    def forget_unseen(self, seen: set[InodeKey]) -> None:
+        """Forget copies the last scan did not find (gone, or renamed out of the globs)."""
+        for inode in set(self.held_since) - seen:
+            del self.held_since[inode]
+        for inode in set(self.paired) - seen:
+            del self.paired[inode]
 
 
 @dataclass(slots=True)
@@ -317,10 +339,7 @@ class Daemon:
         self._started = False
         self._warnings = ThrottledLog(log, interval_secs=10.0)
         self._errors = ThrottledLog(log, interval_secs=60.0, level=logging.ERROR)
-        #: Held-back copies by inode: since when (monotonic) at the size they still have.
-        self._held_since: dict[InodeKey, tuple[float, int]] = {}
-        #: Files continued by a copy opened in the current scan.
-        self._copies_this_scan: set[str] = set()
+        self._copies = CopiesSeen()
         #: Files the last scan found but could not open for want of a slot.
         self._waiting_inodes: set[InodeKey] = set()
         #: New files the last scan found waiting for a slot, to be known from their start.
@@ -1524,7 +1543,7 @@ class Daemon:
     async def _scan_now(self, *, initial: bool) -> None:
         found = await asyncio.to_thread(discover, self.settings.sources, refusals=self._refusals)
         by_inode, by_head = self._known_index()
-        self._copies_this_scan = set()
+        self._copies.continued = set()
         early = self._take_preopened(by_inode, by_head)
         # Known files waiting for a slot are followed like parked ones if rotated away.
         was_waiting = self._waiting_inodes
@@ -1537,9 +1556,10 @@ class Daemon:
             initial,
         )
         identified_now = [r[3] for r in results] + [e[2] for e in early.values()]
+        originals = await asyncio.to_thread(self._pair_copies, results, early)
         self._learn_waiting()
         self._unpark_replaced(results)
-        alive = self._alive_ids(identified_now, by_inode)
+        alive = self._alive_ids(identified_now, by_inode) | originals
         seen: set[InodeKey] = set()
         opened: list[ActiveFile] = []
         for source, path, inode, scanned in results:
@@ -1577,11 +1597,14 @@ class Daemon:
         opened += await self._finish_elsewhere(lost_track, identified_now, seen, paths)
         for inode in set(self._parked) - seen:
             del self._parked[inode]
-        for inode in set(self._held_since) - seen:
-            del self._held_since[inode]
+        self._copies.forget_unseen(seen)
         if self.one_shot:
             opened += await self._compressed_for_backfill(already=len(opened))
         await self._start_tailing(opened)
+        self._mark_seen(seen)
+
+    def _mark_seen(self, seen: set[InodeKey]) -> None:
+        """Note when known files were last found; tailed files not found were rotated."""
         now = time.time()
         for parked in self._parked.values():
             parked.checkpoint.seen_at = now
@@ -1662,6 +1685,63 @@ class Daemon:
                     replaced.append(checkpoint)
         return replaced
 
+    def _pair_copies(
+        self,
+        results: list[tuple[str, str, InodeKey, Identified | None]],
+        early: dict[InodeKey, tuple[str, str, Identified]],
+    ) -> set[str]:
+        """Runs in a thread: make copies found beside their never-seen original wait.
+
+        A copy paired by an earlier scan stays the original's copy while it still
+        holds the original's bytes (or they cannot be compared: the original was
+        truncated since), so it is held back until the original is read, then
+        continued where that one was read up to. Returns the ids of originals
+        found in this scan, which count as alive.
+        """
+        found = [(s, p, i) for s, p, _, i in results if i is not None]
+        found += list(early.values())
+        self._keep_paired([i for _, _, i in found])
+        by_identity = {id(i): (s, p) for s, p, i in found}
+        originals: set[str] = set()
+        try:
+            pairs = copies_found_together([i for _, _, i in found])
+        except OSError:
+            return originals  # looked at again by the next scan
+        for copy, original in pairs:
+            source, path = by_identity[id(original)]
+            fp = original.fingerprint
+            copy.copy_of = Checkpoint(fp, source, printable_path(path), 0)
+            copy.copy_in_progress = False
+            self._copies.paired[(copy.fingerprint.dev, copy.fingerprint.ino)] = fp.id
+            originals.add(fp.id)
+            log.info(
+                "found a file and its copy (copytruncate under way?): reading the file,"
+                " then the copy from where the file was read up to",
+                extra={"path": printable_path(by_identity[id(copy)][1]), "copy_of": path},
+            )
+        return originals
+
+    def _keep_paired(self, found: list[Identified]) -> None:
+        """Copies paired by an earlier scan stay copies while they hold their original's bytes."""
+        for identified in found:
+            fp = identified.fingerprint
+            original_id = self._copies.paired.get((fp.dev, fp.ino))
+            if original_id is None or identified.known is not None:
+                continue
+            original = self.known.get(original_id)
+            pread = functools.partial(os.pread, identified.fd)
+            if (
+                original is None
+                or original.fingerprint.head_sha256 != fp.head_sha256
+                or still_a_copy(original, pread, identified.size) is False
+            ):
+                del self._copies.paired[(fp.dev, fp.ino)]  # a file of its own after all
+                identified.copy_of = None
+                identified.copy_in_progress = False
+            else:
+                identified.copy_of = original
+                identified.copy_in_progress = False
+
     def _held_back(self, identified: Identified, alive: set[str]) -> bool:
         """Hold back a copy of a file that is still being read (closing it); True if so.
 
@@ -1677,10 +1757,10 @@ class Daemon:
         fp = identified.fingerprint
         inode = (fp.dev, fp.ino)
         now = time.monotonic()
-        since, size = self._held_since.get(inode, (now, -1))
+        since, size = self._copies.held_since.get(inode, (now, -1))
         if size != identified.size:
             since = now  # still being written: the clock starts again
-        self._held_since[inode] = (since, identified.size)
+        self._copies.held_since[inode] = (since, identified.size)
         if identified.copy_in_progress and now - since > COPY_HOLD_SECS:
             # Not growing, and still the same bytes as its original: not a copy being
             # written but a file of its own with the same content so far.
@@ -1688,7 +1768,8 @@ class Daemon:
         if original.fingerprint.id in alive:
             os.close(identified.fd)
             return True
-        del self._held_since[inode]
+        del self._copies.held_since[inode]
+        self._copies.paired.pop(inode, None)
         if identified.copy_in_progress:
             identified.copy_of = None
             identified.copy_in_progress = False
@@ -1998,10 +2079,10 @@ class Daemon:
             original = found.copy_of
             copy_of = original.fingerprint.id
             # A second copy of the same file holds nothing the first did not.
-            continued = copy_of in self._copies_this_scan or any(
+            continued = copy_of in self._copies.continued or any(
                 c.copy_of == copy_of for c in self.known.values()
             )
-            self._copies_this_scan.add(copy_of)
+            self._copies.continued.add(copy_of)
             offset = found.size if continued else min(original.offset, found.size)
             log.info(
                 "copy of a known file (copytruncate?): continuing it where that one was read up to",

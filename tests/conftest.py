@@ -2,23 +2,82 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
+from tests.support.daemon import live_daemons
 from tests.support.faultproxy import FaultProxy
-from tests.support.seaweed import SeaweedServer
+from tests.support.seaweed import SeaweedServer, live_servers
+
+#: Measured seconds of the longer tests (``python -m tests.support.durations``): the
+#: longest start first, so that none of them runs last while the other workers idle.
+DURATIONS = Path(__file__).with_name("durations.json")
+#: What a test that is not in DURATIONS is taken to last.
+UNMEASURED_E2E_SECS = 5.0
+#: Test modules that run the daemon in this process (without the store).
+RUN_THE_DAEMON = {"test_daemon_inprocess.py"}
+#: The stores made by the ``seaweed`` fixture (one per worker), which outlive a test.
+_SESSION_STORES: list[SeaweedServer] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark what needs the store or the daemon ``e2e``; order the longest tests first.
+
+    ``-m "not e2e"`` is then the quick tier: unit and property tests alone.
+    """
+    for item in items:
+        if "seaweed" in getattr(item, "fixturenames", ()) or item.path.name in RUN_THE_DAEMON:
+            item.add_marker(pytest.mark.e2e)
+    measured: dict[str, float] = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+
+    def expected_secs(item: pytest.Item) -> float:
+        if item.nodeid in measured:
+            return measured[item.nodeid]
+        return UNMEASURED_E2E_SECS if item.get_closest_marker("e2e") else 0.0
+
+    items.sort(key=expected_secs, reverse=True)  # stable: the rest keep their order
+
+
+@pytest.fixture(autouse=True)
+def _stop_what_the_test_started() -> Iterator[None]:
+    """Kill every daemon and store the test started, whatever happened to it."""
+    daemons, stores = live_daemons(), live_servers()
+    yield
+    for daemon in live_daemons():
+        if not any(daemon is d for d in daemons):
+            daemon.close()
+    for server in live_servers():
+        if not any(server is s for s in [*stores, *_SESSION_STORES]):
+            server.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """On a timeout, add the tail of each daemon's log (pytest-timeout prints the stacks)."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when != "call" or call.excinfo is None:
+        return
+    if "Timeout (>" not in str(call.excinfo.value):
+        return
+    for daemon in live_daemons():
+        report.sections.append((f"log of {daemon.name}: {daemon.log_path}", daemon.log_tail(40)))
 
 
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
     """The session's S3 store. A test may stop/restart it (outages); ``s3_bucket`` restarts it."""
     server = SeaweedServer(tmp_path_factory.mktemp("seaweed"))
+    _SESSION_STORES.append(server)
     try:
         server.start()
         yield server

@@ -79,7 +79,11 @@ def report(name: str, **figures: object) -> None:
 
 
 @pytest.mark.parametrize(
-    "kills", [pytest.param(8, id="short"), pytest.param(30, id="full", marks=pytest.mark.slow)]
+    "kills",
+    [
+        pytest.param(8, id="short", marks=pytest.mark.timeout(300)),
+        pytest.param(30, id="full", marks=[pytest.mark.slow, pytest.mark.timeout(1200)]),
+    ],
 )
 def test_crash_loop_with_kills_inside_the_upload_path(
     tmp_path: Path, store: dict[str, Any], proxy: FaultProxy, kills: int
@@ -194,7 +198,10 @@ def lines_in(path: Path) -> int:
 
 @pytest.mark.parametrize(
     ("outage_secs", "warmup_secs"),
-    [pytest.param(15, 8, id="short"), pytest.param(60, 15, id="full", marks=pytest.mark.slow)],
+    [
+        pytest.param(15, 8, id="short", marks=pytest.mark.timeout(300)),
+        pytest.param(60, 15, id="full", marks=[pytest.mark.slow, pytest.mark.timeout(900)]),
+    ],
 )
 def test_store_outage_at_2000_lines_per_second(
     tmp_path: Path, store: dict[str, Any], outage_secs: int, warmup_secs: int

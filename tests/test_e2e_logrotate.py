@@ -74,10 +74,10 @@ def rotate_while_writing(
     wait_writer(writer)
 
 
-def seqs_on_disk(logs: Path) -> set[int]:
+def seqs_on_disk(logs: Path, pattern: str = "*") -> set[int]:
     """The ``seq`` of every line still in some file of the logs directory."""
     found: set[int] = set()
-    for path in logs.iterdir():
+    for path in logs.glob(pattern):
         data = path.read_bytes()
         if path.suffix == ".gz":
             data = gzip.decompress(data)
@@ -93,7 +93,22 @@ def test_create(store: dict[str, Any], tmp_path: Path) -> None:
     shipping = Shipping(tmp_path, **store, include="*.log")
     with shipping.daemon:
         rotate_while_writing(shipping, "    create", "watched")
-        shipping.finish(LINES)
+        # WatchedFileHandler may create app.log again before logrotate does; logrotate
+        # then renames the handler's file to app.log-<date>.backup, which no glob
+        # matches (README, known limits). Its lines are shipped only if the daemon had
+        # opened that file already: at most once, never required.
+        moved = seqs_on_disk(shipping.logs, pattern="*.backup")
+        required = set(range(LINES)) - moved
+        shipping._wait(
+            lambda: required <= set(shipping.delivered()), 120, "every line in a selected file"
+        )
+        assert shipping.daemon.terminate() == ExitCode.OK
+    delivered = shipping.delivered()
+    assert max(delivered.values()) == 1, "no line twice"
+    assert set(delivered) <= set(range(LINES)), "only lines written"
+    missing = sorted(required - set(delivered))
+    assert not missing, f"lost lines of selected files: {missing[:20]}"
+    print(f"create: {len(moved)} lines in logrotate's .backup files, {len(delivered)} delivered")
 
 
 def test_dateext(store: dict[str, Any], tmp_path: Path) -> None:
@@ -170,6 +185,28 @@ def test_copytruncate_while_stopped_finishes_from_the_copy(
     shipping.daemon.start()
     shipping.finish(2000)
     assert "copy of a known file" in shipping.daemon.log_text()
+
+
+def test_a_copy_found_beside_its_never_seen_original_is_not_shipped_twice(
+    store: dict[str, Any], tmp_path: Path
+) -> None:
+    # copytruncate under way when the daemon starts: app.log is copied to app.log.1,
+    # written to again, and not yet truncated. Neither file is known. The copy is
+    # held back while app.log is read, then continued where app.log was read up to.
+    shipping = Shipping(tmp_path, **store, include="app.log*")
+    app = shipping.logs / "app.log"
+    run_writer(app, 0, 1000)
+    shutil.copyfile(app, shipping.logs / "app.log.1")
+    run_writer(app, 1000, 200)
+    shipping.daemon.start()
+    shipping.wait_started()
+    shipping._wait(
+        lambda: set(range(1200)) <= set(shipping.delivered()), 60, "lines 0-1199 delivered"
+    )
+    os.truncate(app, 0)  # copytruncate's truncation, then the writer goes on
+    run_writer(app, 1200, 300)
+    shipping.finish(1500)
+    assert "found a file and its copy" in shipping.daemon.log_text()
 
 
 def test_compress_while_stopped_finishes_from_the_compressed_file(
@@ -300,6 +337,7 @@ def test_copytruncate_of_an_idle_file(store: dict[str, Any], tmp_path: Path) -> 
         shipping.finish(5100)
 
 
+@pytest.mark.timeout(300)
 def test_a_crash_while_finishing_from_a_compressed_file_resumes_in_it(
     store: dict[str, Any], tmp_path: Path
 ) -> None:

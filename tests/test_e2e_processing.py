@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 import zstandard
 
 from shipper.exit_codes import ExitCode
@@ -162,6 +163,7 @@ def files_under(root: Path) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
+@pytest.mark.timeout(300)
 def test_secrets_never_reach_the_store_the_spool_or_the_daemon_log(
     tmp_path: Path, store: dict[str, Any]
 ) -> None:

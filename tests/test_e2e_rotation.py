@@ -188,6 +188,7 @@ def test_polling_only(store: dict[str, Any], tmp_path: Path) -> None:
         shipping.finish(6000)
 
 
+@pytest.mark.timeout(300)
 def test_kill9_crash_loop_under_rotation(
     seaweed: SeaweedServer, s3_bucket: str, tmp_path: Path
 ) -> None:
@@ -211,6 +212,7 @@ def test_kill9_crash_loop_under_rotation(
     shipping.finish(60_000)
 
 
+@pytest.mark.timeout(300)
 def test_tiny_rotating_handler_at_5000_lines_per_second(
     seaweed: SeaweedServer, s3_bucket: str, tmp_path: Path
 ) -> None:
@@ -233,6 +235,7 @@ def test_tiny_rotating_handler_at_5000_lines_per_second(
         shipping.finish(100_000)
 
 
+@pytest.mark.timeout(300)
 def test_a_thousand_files_two_hundred_active_with_bounded_descriptors(
     store: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -265,6 +268,7 @@ def test_a_thousand_files_two_hundred_active_with_bounded_descriptors(
     assert seq == 10_000
 
 
+@pytest.mark.timeout(300)
 def test_files_waiting_for_a_slot_are_followed_when_rotated(
     store: dict[str, Any], tmp_path: Path
 ) -> None:

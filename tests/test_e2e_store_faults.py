@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from shipper.exit_codes import ExitCode
 from tests.e2e_harness import Shipping
@@ -19,6 +20,7 @@ from tests.support.producers import run_writer, start_writer, wait_writer
 from tests.support.store import assert_exact, wait_for
 
 
+@pytest.mark.timeout(300)
 def test_retriable_faults_and_a_403_burst_lose_and_repeat_nothing(
     tmp_path: Path, store: dict[str, Any], proxy: FaultProxy
 ) -> None:

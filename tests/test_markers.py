@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shipper.sources.checkpoints import Checkpoint
-from shipper.sources.identify import Identified, identify
+from shipper.sources.identify import Identified, copies_found_together, identify, still_a_copy
 from shipper.sources.markers import (
     MARKER_BYTES,
     MARKERS_KEPT,
@@ -172,3 +173,67 @@ def test_a_first_line_alone_is_never_a_copy_in_progress(tmp_path: Path) -> None:
     new.write_bytes(BANNER + lines(0, 1) + b'{"seq": 777}\n')  # the same start, then not
     with identified(new, [checkpoint]) as found:
         assert found is not None and found.copy_of is None
+
+
+@contextmanager
+def found_together(*paths: Path) -> Iterator[list[Identified]]:
+    """Each path identified as a never-seen file, as one scan finds them."""
+    found = []
+    try:
+        for path in paths:
+            one = identify(str(path), fingerprint_bytes=256, candidates={})
+            assert one is not None
+            found.append(one)
+        yield found
+    finally:
+        for one in found:
+            os.close(one.fd)
+
+
+def test_a_file_and_its_copy_found_together_are_one_file(tmp_path: Path) -> None:
+    # copytruncate under way when the daemon first looks: the copy is taken, the
+    # original not yet truncated and still written to.
+    path = tmp_path / "app.log"
+    path.write_bytes(lines(0, 100))
+    copy = tmp_path / "app.log.1"
+    shutil.copyfile(path, copy)
+    with path.open("ab") as f:
+        f.write(lines(100, 5))
+    with found_together(copy, path) as (found_copy, found_path):
+        assert copies_found_together([found_copy, found_path]) == [(found_copy, found_path)]
+    # Not yet written to since the copy: the same size, the file changed first is
+    # the original (the copy is written after its last write).
+    path.write_bytes(lines(0, 100))
+    deadline = time.monotonic() + 10
+    shutil.copyfile(path, copy)
+    # The file system's clock is coarse: copy again until the copy's change time is later.
+    while copy.stat().st_ctime_ns <= path.stat().st_ctime_ns:
+        assert time.monotonic() < deadline, "the change time never moved"
+        shutil.copyfile(path, copy)
+    with found_together(copy, path) as (found_copy, found_path):
+        assert copies_found_together([found_copy, found_path]) == [(found_copy, found_path)]
+
+
+def test_files_that_only_start_alike_are_not_copies(tmp_path: Path) -> None:
+    one = tmp_path / "one.log"
+    one.write_bytes(BANNER + lines(0, 100))
+    other = tmp_path / "other.log"
+    other.write_bytes(BANNER + lines(5000, 50))  # the same banner, other lines
+    banner = tmp_path / "banner.log"
+    banner.write_bytes(BANNER)  # the same banner alone says nothing
+    with found_together(one, other, banner) as found:
+        assert copies_found_together(found) == []
+
+
+def test_a_paired_copy_is_a_copy_while_its_original_can_tell(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.write_bytes(lines(0, 100))
+    checkpoint = read_up_to(path, len(lines(0, 100)))
+    copy_bytes = lines(0, 60)
+    assert still_a_copy(checkpoint, reader(copy_bytes), len(copy_bytes)) is True
+    other = lines(0, 59) + b'{"seq": 777}\n'
+    assert still_a_copy(checkpoint, reader(other), len(other)) is False
+    rewrite_in_place(path, lines(500, 100))  # truncated and written again: cannot tell
+    assert still_a_copy(checkpoint, reader(copy_bytes), len(copy_bytes)) is None
+    path.unlink()
+    assert still_a_copy(checkpoint, reader(copy_bytes), len(copy_bytes)) is None

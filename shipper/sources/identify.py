@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["ByHead", "Identified", "end_of_last_line", "find_copies", "identify", "identify_open"]
+__all__ = [
+    "ByHead",
+    "Identified",
+    "copies_found_together",
+    "end_of_last_line",
+    "find_copies",
+    "identify",
+    "identify_open",
+    "still_a_copy",
+]
 
+import functools
 import hashlib
 import os
 from collections import defaultdict
@@ -154,31 +164,83 @@ PREFIX_COMPARE_BYTES = 1 << 20
 def _prefix_of(checkpoint: Checkpoint, pread: Pread, size: int) -> bool:
     """Whether the known file, still at its path, holds this file's bytes so far.
 
-    Its first bytes (up to :data:`PREFIX_COMPARE_BYTES`) and its last ones are
-    compared. A file holding no more than the first line is not judged a copy:
-    a banner line alone says nothing.
+    A file holding no more than the first line is not judged a copy: a banner
+    line alone says nothing.
+    """
+    if size <= checkpoint.fingerprint.head_len:
+        return False
+    return still_a_copy(checkpoint, pread, size) is True
+
+
+def still_a_copy(checkpoint: Checkpoint, pread: Pread, size: int) -> bool | None:
+    """Whether the first ``size`` bytes of the known file at its path are ``pread``'s.
+
+    None when that cannot be told: no file at that path, another file there, a
+    shorter one, or one that starts otherwise now (truncated since, as
+    copytruncate does right after its copy, and written again).
     """
     original = checkpoint.fingerprint
-    if size <= original.head_len:
-        return False
     try:
         # Through a symlink if need be: only the known file's own inode is read.
         fd = open_log_file(checkpoint.path, roots=("/",))
     except OSError:
-        return False
+        return None
     try:
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != (original.dev, original.ino) or st.st_size < size:
-            return False
-        tail = max(0, size - MARKER_BYTES)
-        ranges = [(0, min(size, PREFIX_COMPARE_BYTES)), (tail, size)]
-        return all(
-            os.pread(fd, end - start, start) == pread(end - start, start) for start, end in ranges
-        )
+            return None
+        if not original.matches_head(os.pread(fd, original.head_len, 0)):
+            return None
+        return _same_start(functools.partial(os.pread, fd), pread, size)
     except OSError:
-        return False
+        return None
     finally:
         os.close(fd)
+
+
+def _same_start(longer: Pread, shorter: Pread, size: int) -> bool:
+    """Whether the first ``size`` bytes look the same in both files.
+
+    The first :data:`PREFIX_COMPARE_BYTES` and the last :data:`MARKER_BYTES` before
+    ``size`` are compared: enough to tell a copy from a file that only starts alike.
+    """
+    tail = max(0, size - MARKER_BYTES)
+    ranges = [(0, min(size, PREFIX_COMPARE_BYTES)), (tail, size)]
+    return all(longer(end - start, start) == shorter(end - start, start) for start, end in ranges)
+
+
+def copies_found_together(new: Sequence[Identified]) -> list[tuple[Identified, Identified]]:
+    """``(copy, original)`` pairs among never-seen files found at the same time.
+
+    copytruncate copies a file, then empties it. A daemon that starts (or first
+    looks) between the two finds the file and its copy together, neither known
+    yet, and would read both from their start: every line of the copy twice.
+    Files that start alike, where one holds the other's bytes so far, are one
+    file: the original is the longest (it is the one still written to), and at
+    equal sizes the one changed first (the copy is written after the original's
+    last write). Raises OSError when a file cannot be read.
+    """
+    groups: dict[tuple[str, int], list[tuple[int, Identified]]] = defaultdict(list)
+    for found in new:
+        if found.known is not None or found.copy_of is not None or found.rewritten:
+            continue
+        fp = found.fingerprint
+        changed_ns = os.fstat(found.fd).st_ctime_ns
+        groups[(fp.head_sha256, fp.head_len)].append((changed_ns, found))
+    pairs: list[tuple[Identified, Identified]] = []
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        group.sort(key=lambda item: (-item[1].size, item[0]))
+        original = group[0][1]
+        read_original = functools.partial(os.pread, original.fd)
+        for _, other in group[1:]:
+            # The first line alone says nothing (see _prefix_of).
+            if other.size > original.fingerprint.head_len and _same_start(
+                read_original, functools.partial(os.pread, other.fd), other.size
+            ):
+                pairs.append((other, original))
+    return pairs
 
 
 def find_copies(

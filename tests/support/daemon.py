@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["PROJECT_ROOT", "ShipperProcess", "child_env", "run_cli"]
+__all__ = ["PROJECT_ROOT", "ShipperProcess", "child_env", "live_daemons", "run_cli"]
 
 import atexit
 import contextlib
@@ -214,6 +214,11 @@ class ShipperProcess(Managed):
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.is_running() else f"exit {self.returncode}"
         return f"<ShipperProcess {self.name} {state} config={self.config_path}>"
+
+
+def live_daemons() -> list[ShipperProcess]:
+    """Every daemon made and not closed yet (running or not)."""
+    return list(_live)
 
 
 @atexit.register

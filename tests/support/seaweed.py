@@ -9,7 +9,7 @@ is how an outage of the store is simulated.
 
 from __future__ import annotations
 
-__all__ = ["SeaweedServer", "find_weed", "free_loopback_ports"]
+__all__ = ["SeaweedServer", "find_weed", "free_loopback_ports", "live_servers"]
 
 import atexit
 import contextlib
@@ -335,6 +335,11 @@ class SeaweedServer(Managed):
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.is_running() else "stopped"
         return f"<SeaweedServer {self.endpoint_url} {state} dir={self.store_dir}>"
+
+
+def live_servers() -> list[SeaweedServer]:
+    """Every server made and not closed yet (running or not)."""
+    return list(_live)
 
 
 @atexit.register
