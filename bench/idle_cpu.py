@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sizes import parse_sized
 from throughput import delivered_records, peak_rss_mib
 
 LINES_PER_FILE = 5
@@ -41,7 +42,7 @@ def main() -> int:
         default=2,
         help="seconds between the last delivery and the window (files close after 60 s idle)",
     )
-    args = parser.parse_args()
+    args = parse_sized(parser, files=50, seconds=10)
     with tempfile.TemporaryDirectory(prefix="shipper-idle-") as tmp:
         root = Path(tmp)
         (root / "logs").mkdir()

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
+from sizes import parse_sized  # noqa: E402
 
 from shipper.sources.fingerprint import Fingerprint  # noqa: E402
 from shipper.spool import Segment  # noqa: E402
@@ -207,7 +208,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, nargs="+", default=[0, 100_000, 1_000_000])
     parser.add_argument("--legacy", action="store_true")
-    args = parser.parse_args()
+    args = parse_sized(parser, objects=[0, 20_000])
     print(
         json.dumps(
             {

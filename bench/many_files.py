@@ -55,6 +55,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sizes import parse_sized
+
 from shipper.config import Settings, load_config
 from shipper.statedb import STATE_DB_NAME, read_state, read_totals
 
@@ -471,7 +473,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--profile", type=Path, help="directory for py-spy profiles")
     parser.add_argument("--profile-seconds", type=float, default=30)
     parser.add_argument("--tmp", type=Path, help="where the temporary directory goes")
-    return parser.parse_args()
+    return parse_sized(
+        parser, files=2_000, growing=50, grow_seconds=5, idle_seconds=10, idle_slice=5
+    )
 
 
 def header(args: argparse.Namespace, settings: Settings, logs: Path, lines: int) -> dict[str, Any]:

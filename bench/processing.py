@@ -27,6 +27,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sizes import parse_sized
+
 from bench.throughput import write_lines
 from shipper.config import parse_config
 from shipper.processors.build import build_chain
@@ -75,7 +77,7 @@ def timed(chain: Chain, lines: list[bytes], ends: list[int]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--records", type=int, default=200_000)
-    args = parser.parse_args()
+    args = parse_sized(parser, records=20_000)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.log"
         write_lines(path, args.records)

@@ -36,6 +36,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sizes import parse_sized
+
 from shipper.processors.detectors import BUILTIN_DETECTORS
 from shipper.processors.redact import Redactor
 from shipper.processors.redact_keys import DEFAULT_SECRET_KEYS
@@ -549,7 +551,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--decimal-trace-ids", action="store_true")
     parser.add_argument("--examples", type=int, default=5, help="changed records to show")
-    args = parser.parse_args()
+    args = parse_sized(parser, records=10_000)
     counters: Counter[str] = Counter()
     redactor = Redactor(
         keys=dict.fromkeys(DEFAULT_SECRET_KEYS, "mask"),

@@ -23,6 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sizes import parse_sized
+
 from bench.throughput import write_lines
 from shipper.batching import Batcher, BatchLimits
 from shipper.encoding import encode_batch
@@ -75,7 +77,7 @@ def tail_only(path: Path, stage: str) -> tuple[int, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gigabytes", type=float, default=1.0)
-    args = parser.parse_args()
+    args = parse_sized(parser, gigabytes=0.1)
     with tempfile.TemporaryDirectory(prefix="shipper-tail-bench-") as tmp:
         path = Path(tmp) / "app.log"
         count = int(args.gigabytes * 1e9 / 371)  # seed-style lines are about 371 bytes

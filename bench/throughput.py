@@ -21,6 +21,8 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from sizes import parse_sized
+
 from shipper.statedb import read_totals
 
 MESSAGES = [
@@ -74,7 +76,7 @@ def main() -> int:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--no-redact", action="store_true", help="run with redact.enabled = false")
-    args = parser.parse_args()
+    args = parse_sized(parser, lines=100_000)
     with tempfile.TemporaryDirectory(prefix="shipper-bench-") as tmp:
         root = Path(tmp)
         (root / "logs").mkdir()
