@@ -431,7 +431,7 @@ def test_hadolint_finds_nothing(tmp_path: Path) -> None:
     assert findings == [], "\n".join(f"{f['line']}: {f['code']} {f['message']}" for f in findings)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 @pytest.mark.e2e
 def test_the_image_build_replayed_installs_a_shipper_that_ships(tmp_path: Path) -> None:
     image = ImageRoot(tmp_path / "rootfs", build_context(tmp_path / "context"))

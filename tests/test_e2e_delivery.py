@@ -81,7 +81,7 @@ def report(name: str, **figures: object) -> None:
 @pytest.mark.parametrize(
     "kills",
     [
-        pytest.param(8, id="short", marks=pytest.mark.timeout(300)),
+        pytest.param(8, id="short", marks=pytest.mark.timeout(600)),
         pytest.param(30, id="full", marks=[pytest.mark.slow, pytest.mark.timeout(1200)]),
     ],
 )
@@ -199,7 +199,7 @@ def lines_in(path: Path) -> int:
 @pytest.mark.parametrize(
     ("outage_secs", "warmup_secs"),
     [
-        pytest.param(15, 8, id="short", marks=pytest.mark.timeout(300)),
+        pytest.param(15, 8, id="short", marks=pytest.mark.timeout(600)),
         pytest.param(60, 15, id="full", marks=[pytest.mark.slow, pytest.mark.timeout(900)]),
     ],
 )

@@ -337,13 +337,13 @@ def test_copytruncate_of_an_idle_file(store: dict[str, Any], tmp_path: Path) -> 
         shipping.finish(5100)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_a_crash_while_finishing_from_a_compressed_file_resumes_in_it(
     store: dict[str, Any], tmp_path: Path
 ) -> None:
     shipping = Shipping(tmp_path, **store, include="*.log")
     app = shipping.logs / "app.log"
-    total = 1_000_000
+    total = 400_000
     app.write_bytes(numbered(range(1000)))
     shipping.daemon.start()
     shipping.wait_delivered(1000)
@@ -355,7 +355,7 @@ def test_a_crash_while_finishing_from_a_compressed_file_resumes_in_it(
     # Killed part way through the compressed file: the next start goes on in it.
     wait_for(lambda: "compressed before it was finished" in shipping.daemon.log_text(), 60)
     # Late enough for the checkpoints to have been saved meanwhile.
-    wait_for(lambda: shipping.ledger_records() > 200_000, 60)
+    wait_for(lambda: shipping.ledger_records() > 80_000, 60)
     shipping.daemon.kill9()
     assert shipping.ledger_records() < total
     shipping.daemon.start()

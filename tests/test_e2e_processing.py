@@ -163,7 +163,7 @@ def files_under(root: Path) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_secrets_never_reach_the_store_the_spool_or_the_daemon_log(
     tmp_path: Path, store: dict[str, Any]
 ) -> None:

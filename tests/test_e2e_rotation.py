@@ -188,7 +188,7 @@ def test_polling_only(store: dict[str, Any], tmp_path: Path) -> None:
         shipping.finish(6000)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_kill9_crash_loop_under_rotation(
     seaweed: SeaweedServer, s3_bucket: str, tmp_path: Path
 ) -> None:
@@ -212,7 +212,7 @@ def test_kill9_crash_loop_under_rotation(
     shipping.finish(60_000)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_tiny_rotating_handler_at_5000_lines_per_second(
     seaweed: SeaweedServer, s3_bucket: str, tmp_path: Path
 ) -> None:
@@ -235,7 +235,7 @@ def test_tiny_rotating_handler_at_5000_lines_per_second(
         shipping.finish(100_000)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_a_thousand_files_two_hundred_active_with_bounded_descriptors(
     store: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -268,7 +268,7 @@ def test_a_thousand_files_two_hundred_active_with_bounded_descriptors(
     assert seq == 10_000
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_files_waiting_for_a_slot_are_followed_when_rotated(
     store: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -287,7 +287,7 @@ def test_files_waiting_for_a_slot_are_followed_when_rotated(
     shipping.daemon.start()
     shipping.wait_delivered(30)
     assert shipping.daemon.terminate() == ExitCode.OK
-    backlog = 1_000_000
+    backlog = 400_000
     append("a.log", range(30, 30 + backlog))
     append("b.log", range(backlog + 30, backlog + 40))
     append("c.log", range(backlog + 40, backlog + 50))

@@ -20,7 +20,7 @@ from tests.support.producers import run_writer, start_writer, wait_writer
 from tests.support.store import assert_exact, wait_for
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_retriable_faults_and_a_403_burst_lose_and_repeat_nothing(
     tmp_path: Path, store: dict[str, Any], proxy: FaultProxy
 ) -> None:

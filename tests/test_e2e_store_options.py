@@ -31,7 +31,7 @@ def write_incompressible(path: Path, count: int, size: int) -> None:
             f.write(f'{{"seq": {seq}, "message": "{os.urandom(size // 2).hex()}"}}\n')
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_a_multipart_batch_interrupted_by_a_crash_arrives_whole_and_verified(
     tmp_path: Path, store: dict[str, Any], proxy: FaultProxy
 ) -> None:
