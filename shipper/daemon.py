@@ -165,6 +165,10 @@ class ActiveFile:
     #: Size and modification time at the last sweep: unchanged, a file at its end
     #: has nothing to read.
     stamp: tuple[int, int] | None = None
+    #: Read from a position past its start (resumed after a restart, a copy
+    #: continued): before its first lines go through the chain, look whether that
+    #: position is inside a private key block, so its next lines are redacted.
+    check_key_block: bool = False
 
     def lines_of(self, chunk: LineChunk) -> LineChunk:
         """Lines as records: joined into multiline records where configured."""
@@ -1178,6 +1182,16 @@ class Daemon:
         changed, active.stamp = stamp != active.stamp, stamp
         return changed
 
+    def _resume_key_block(self, active: ActiveFile) -> None:
+        """Runs in a thread: start the file's stream inside a private key block if the
+        bytes before where it is read from open one (the redactor follows blocks line
+        by line, and knows nothing of lines read before a restart)."""
+        active.check_key_block = False
+        redactor = self.chain.redactor
+        tailer = active.tailer
+        if redactor is not None and refill.inside_key_block(tailer, tailer.offset):
+            redactor.enter_key_block(tailer.fingerprint.id)
+
     def _read_step(self, active: ActiveFile) -> StepResult:
         """Runs in a thread: seal what is owed, read a chunk, process it, seal what it completes."""
         result = self._seal_unsealed(active)
@@ -1188,6 +1202,8 @@ class Daemon:
                 result.truncated = True
                 return result
             before = active.tailer.offset
+            if active.check_key_block:
+                self._resume_key_block(active)
             chunk = active.tailer.read()
         except OSError as exc:
             result.error = exc
@@ -2148,7 +2164,14 @@ class Daemon:
             # Read to its end, then finished (after rotate_wait_secs of quiet), as a
             # rotated file is: nothing more is expected of a historical file.
             tailer.rotated = True
-        return ActiveFile(tailer, batcher, inode, joiner=joiner, copy_of=copy_of)
+        return ActiveFile(
+            tailer,
+            batcher,
+            inode,
+            joiner=joiner,
+            copy_of=copy_of,
+            check_key_block=tailer.offset > 0,
+        )
 
     async def _start_tailing(self, opened: list[ActiveFile]) -> None:
         """Checkpoint never-seen files where they start, durably, before reading them.

@@ -43,7 +43,12 @@ def logrotate_once(shipping: Shipping, options: str) -> None:
         text=True,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
+    # A writer that reopens its file by itself (WatchedFileHandler) may create app.log
+    # again before logrotate does: logrotate then renames it to *.backup, says so as
+    # an error, and (with dateext) exits 1. The rotation happened all the same.
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    raced = all("already exists, renaming to" in line for line in errors)
+    assert done.returncode == 0 or (errors and raced), done.stderr
 
 
 def rotate_while_writing(

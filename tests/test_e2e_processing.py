@@ -303,3 +303,37 @@ def test_sampling_keeps_a_predictable_exact_multiset_across_a_kill(
     )
     assert ranges[0][0] == 0 and ranges[-1][1] == app.stat().st_size
     assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+
+
+@pytest.mark.parametrize("stop", ["sigterm", "kill9"])
+def test_a_key_block_cut_by_a_restart_is_still_redacted(tmp_path: Path, stop: str) -> None:
+    # The daemon stops after the first lines of a private key; the rest of the key
+    # is written while it is down. The redactor follows key blocks line by line:
+    # started again in the middle of one, it must know it is inside it.
+    shipping = Shipping(tmp_path, "directory")
+    app = shipping.logs / "app.log"
+    body = [base64.b64encode(hashlib.sha512(b"cut-key-%d" % i).digest()).decode() for i in range(6)]
+    with app.open("wb") as f:
+        f.write(b'{"seq": 0, "message": "before the key"}\n')
+        f.write(b"seq=1 loading key -----BEGIN RSA PRIVATE KEY-----\n")
+        f.write(body[0].encode() + b"\n" + body[1].encode() + b"\n")
+    shipping.daemon.start()
+    wait_for(lambda: len(shipping.records()) >= 4, 60, message="the first key lines")
+    if stop == "kill9":
+        shipping.daemon.kill9()
+    else:
+        assert shipping.daemon.terminate() == ExitCode.OK
+    with app.open("ab") as f:
+        f.write(b"".join(line.encode() + b"\n" for line in body[2:]))
+        f.write(b"-----END RSA PRIVATE KEY-----\n")
+        f.write(b'{"seq": 2, "message": "after the key"}\n')
+    with shipping.daemon:
+        wait_for(lambda: len(shipping.records()) >= 10, 60, message="every line delivered")
+        assert shipping.daemon.terminate() == ExitCode.OK
+    records = shipping.records()
+    seqs, others = delivered_seqs(records)
+    assert_exact(seqs, range(3))
+    assert others == Counter({"[REDACTED:private_key]": 7}), others
+    shipped = b"".join(files_under(shipping.shipped).values())
+    for line in body:
+        assert line[:40].encode() not in shipped, f"key material shipped: {line[:40]}"
