@@ -24,6 +24,8 @@ DURATIONS = Path(__file__).with_name("durations.json")
 UNMEASURED_E2E_SECS = 5.0
 #: Test modules that run the daemon in this process (without the store).
 RUN_THE_DAEMON = {"test_daemon_inprocess.py"}
+#: Modules of end-to-end tests, some of which run the daemon without the store.
+E2E_MODULES = "test_e2e_"
 #: The stores made by the ``seaweed`` fixture (one per worker), which outlive a test.
 _SESSION_STORES: list[SeaweedServer] = []
 
@@ -35,7 +37,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ``-m "not e2e"`` is then the quick tier: unit and property tests alone.
     """
     for item in items:
-        if "seaweed" in getattr(item, "fixturenames", ()) or item.path.name in RUN_THE_DAEMON:
+        name = item.path.name
+        uses_store = "seaweed" in getattr(item, "fixturenames", ())
+        if uses_store or name in RUN_THE_DAEMON or name.startswith(E2E_MODULES):
             item.add_marker(pytest.mark.e2e)
     measured: dict[str, float] = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
 
