@@ -27,7 +27,8 @@ one per phase, the first with the machine, the workload and the settings.
 ``--profile DIR`` also runs ``py-spy record`` (raw, collapsed stacks) on the
 daemon for ``--profile-seconds`` at the start of phase a and of phase c; the
 profile files are left in DIR. While it samples, py-spy pauses the daemon a
-little (the CPU figures of those phases include that).
+little (the CPU figures of those phases include that). ``--profile-gil`` keeps
+only the samples holding the interpreter lock: where one core is the limit.
 
 The daemon's pid is printed on stderr (with each phase's start), so another
 profiler can be pointed at it. A SIGTERM or Ctrl-C stops the daemon and removes
@@ -232,7 +233,9 @@ def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def profile(pid: int, seconds: float, out: Path | None) -> subprocess.Popen[bytes] | None:
+def profile(
+    pid: int, seconds: float, out: Path | None, *, gil: bool = False
+) -> subprocess.Popen[bytes] | None:
     if out is None or seconds <= 0:
         return None
     spy = Path(sys.executable).with_name("py-spy")
@@ -248,6 +251,7 @@ def profile(pid: int, seconds: float, out: Path | None) -> subprocess.Popen[byte
         "-f",
         "raw",
         "-t",
+        *(["--gil"] if gil else []),
         "-o",
         str(out),
     ]
@@ -310,6 +314,7 @@ def first_pass(
         "seconds_until_all_delivered": _round(all_delivered_at),
         "files_known_at_end": known_files(state),
         "lines_delivered_at_end": delivered(state),
+        "objects_stored": read_totals(state).stored,
         "elapsed_secs": round(elapsed, 1),
         **cpu_figures(proc.pid, times0, elapsed),
         "files_per_cpu_sec": round(known_files(state) / used) if used else None,
@@ -472,6 +477,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--profile", type=Path, help="directory for py-spy profiles")
     parser.add_argument("--profile-seconds", type=float, default=30)
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="only samples holding the interpreter lock (where one core is the limit)",
+    )
     parser.add_argument("--tmp", type=Path, help="where the temporary directory goes")
     return parse_sized(
         parser, files=2_000, growing=50, grow_seconds=5, idle_seconds=10, idle_slice=5
@@ -521,7 +531,7 @@ def run_phases(
     logs, state = root / "logs", root / "state"
     say(f"daemon pid {proc.pid}; phase a (first pass) starts")
     out = None if args.profile is None else args.profile / "phase_a.txt"
-    if spy := profile(proc.pid, args.profile_seconds, out):
+    if spy := profile(proc.pid, args.profile_seconds, out, gil=args.profile_gil):
         spies.append(spy)
     phase_a = first_pass(proc, state, args.files, lines, args.first_pass_timeout)
     phase_a.update(checkpoint_summary(state, file_sizes(logs)))
@@ -546,7 +556,9 @@ def run_phases(
     time.sleep(args.settle)
     say(f"phase c (idle, {args.idle_seconds:g} s) starts")
     out = None if args.profile is None else args.profile / "phase_c.txt"
-    if spy := profile(proc.pid, min(args.profile_seconds, args.idle_seconds), out):
+    if spy := profile(
+        proc.pid, min(args.profile_seconds, args.idle_seconds), out, gil=args.profile_gil
+    ):
         spies.append(spy)
     phase_c = idle_phase(proc, logs, state, args.idle_seconds, args.idle_slice)
     phase_c.update(checkpoint_summary(state, file_sizes(logs)))

@@ -131,7 +131,9 @@ def open_beneath(base: str, names: Sequence[str], *, shown: str | None = None) -
     return fd
 
 
-def open_log_file(path: str, *, roots: Sequence[str] | None = None) -> int:
+def open_log_file(
+    path: str, *, roots: Sequence[str] | None = None, resolved: dict[str, str] | None = None
+) -> int:
     """Open a file of a logs directory for reading, never blocking, never escaping.
 
     With ``roots`` (resolved directories: a source's base directories and its
@@ -142,14 +144,25 @@ def open_log_file(path: str, *, roots: Sequence[str] | None = None) -> int:
     resolved. Either way the resolved path is then walked down from its root with
     no symlink followed, and only a regular file is opened (else
     :class:`RefusedFileError`). Other failures raise OSError as ``os.open`` does.
+
+    ``resolved`` caches directories' real paths for one scan of many files: a
+    directory swapped for a symlink meanwhile still cannot lead out, since the
+    walk down from the root follows none.
     """
     root: str | None
+    directory, name = os.path.split(path)
+    cache = {} if resolved is None else resolved
+    real_dir = cache.get(directory)
+    if real_dir is None:
+        real_dir = cache[directory] = os.path.realpath(directory or ".")
     if roots is None:
-        directory, name = os.path.split(path)
-        real = os.path.join(os.path.realpath(directory or "."), name)
+        real = os.path.join(real_dir, name)
         root = "/"
     else:
-        real = os.path.realpath(path)
+        # A link is resolved whole; anything else is its directory's real path and
+        # its name (a link swapped in after this look is refused by the walk).
+        link = stat.S_ISLNK(os.lstat(path).st_mode)
+        real = os.path.realpath(path) if link else os.path.join(real_dir, name)
         root = root_of(real, roots)
         if root is None:
             raise RefusedFileError(path, "symlink_outside", target=real)

@@ -23,7 +23,15 @@ import socket
 import stat
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Container,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +44,7 @@ from shipper.batching import Batch, Batcher, BatchLimits
 from shipper.config import DEFAULT_COMPRESSION_LEVEL, Settings, load_config
 from shipper.confined import open_log_file
 from shipper.dirs import PRIVATE_DIR_MODE, make_dirs
-from shipper.encoding import encode_batch
+from shipper.encoding import encode_batches
 from shipper.errors import ConfigError, StateError
 from shipper.exit_codes import ExitCode
 from shipper.fsutil import InodeKey, printable_path
@@ -68,6 +76,7 @@ from shipper.sources.discovery import (
     find_by_inode,
     real_parents,
     roots_of,
+    selected,
     source_of,
     watch_roots,
 )
@@ -81,6 +90,7 @@ from shipper.sources.identify import (
     identify_open,
     still_a_copy,
 )
+from shipper.sources.known import KnownFiles, WaitingFiles
 from shipper.sources.markers import Marker, remember
 from shipper.sources.multiline import LineJoiner, start_rule
 from shipper.sources.tail import FileTailer, LineChunk
@@ -96,6 +106,9 @@ CHECKPOINT_INTERVAL_SECS = 1.0
 #: At most this stale, a file's saved ``seen_at`` (when it was last found): enough to
 #: forget it in time, without writing every file's row at every scan.
 SEEN_AT_SAVE_SECS = 3600.0
+#: How long one hop to the reading thread goes on reading files before the event
+#: loop takes their results (accepts what was sealed, starts uploads).
+READ_HOP_SECS = 0.05
 #: Longest the reader sleeps when idle; change events usually wake it sooner.
 IDLE_WAIT_SECS = 0.25
 #: Longest a file that looks like a copy still being written is held back without
@@ -118,6 +131,9 @@ SCAN_REST_FACTOR = 19.0
 SCAN_REST_MAX_SECS = 30.0
 #: After change events fail, how long to poll before watching again.
 WATCH_RESTART_SECS = 30.0
+#: Bytes of an object's ``shipper-segments`` metadata (each file's range) that one
+#: entry of several files may take: S3 allows 2 KB of metadata in all.
+PACK_SEGMENTS_BUDGET = 1024
 #: Backfill: compressed files read at once (each holds a decompressor's window).
 BACKFILL_STREAMS = 16
 #: At a reload, how long puts already running may take to finish: below systemd's
@@ -187,9 +203,11 @@ class ChangeEvents:
     #: Where each source's files may live, resolved at the last scan: a file an event
     #: names is opened against these, without a realpath on the event loop.
     roots: dict[str, SourceRoots] = field(default_factory=dict)
-    #: A rescan that must not wait out the rest after the last one: slots were freed
-    #: for files waiting to be opened.
-    urgent: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Paths to look at alone, without a scan of everything: ones written to that are
+    #: not open (parked, or without a first line yet), in the order events named them.
+    targets: dict[str, None] = field(default_factory=dict)
+    #: Targets were named, or slots were freed for files waiting to be opened.
+    targeted: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(slots=True)
@@ -256,6 +274,33 @@ def _read_through(identified: Identified) -> bool:
     )
 
 
+def _segment_text_len(batch: Batch) -> int:
+    """Bytes ``batch`` adds to an object's ``shipper-segments`` metadata (and a ``;``)."""
+    return len(f"{batch.fingerprint.id}:{batch.start}-{batch.end}:{batch.lines};")
+
+
+def _packs(actives: list[ActiveFile], limits: BatchLimits) -> Iterator[list[ActiveFile]]:
+    """The files, in order, in groups whose one owed batch each fit one entry."""
+    pack: list[ActiveFile] = []
+    size = records = described = 0
+    for active in actives:
+        batch = active.unsealed[0]
+        text = _segment_text_len(batch)
+        if pack and (
+            size + len(batch.body) > limits.max_bytes
+            or records + batch.records > limits.max_records
+            or described + text > PACK_SEGMENTS_BUDGET
+        ):
+            yield pack
+            pack, size, records, described = [], 0, 0, 0
+        pack.append(active)
+        size += len(batch.body)
+        records += batch.records
+        described += text
+    if pack:
+        yield pack
+
+
 def _read_through_at(candidates: Iterable[Checkpoint], size: int) -> bool:
     """The same, judged from the inode's checkpoints and size alone (nothing opened)."""
     return any(c.finished and size <= c.offset for c in candidates)
@@ -281,6 +326,23 @@ def _report_crash(task: asyncio.Task[None]) -> None:
         log.error(
             "background task crashed", exc_info=task.exception(), extra={"task": task.get_name()}
         )
+
+
+class _AliveIds(Container[str]):
+    """Fingerprint ids of files still there to be read, asked about one at a time.
+
+    Listing them all cost O(every known file) per scan, and a scan of a few paths
+    runs every time a slot frees up.
+    """
+
+    __slots__ = ("_found", "_still_to_read")
+
+    def __init__(self, found: set[str], still_to_read: Callable[[str], bool]) -> None:
+        self._found = found
+        self._still_to_read = still_to_read
+
+    def __contains__(self, fid: object) -> bool:
+        return isinstance(fid, str) and (fid in self._found or self._still_to_read(fid))
 
 
 class Daemon:
@@ -316,7 +378,7 @@ class Daemon:
             redact=settings.redact,
             sample=settings.sample,
         )
-        self.known: dict[str, Checkpoint] = {}
+        self.known = KnownFiles()
         self.active: dict[InodeKey, ActiveFile] = {}
         self.uploader: Uploader | None = None
         self._lock_fd: int | None = None
@@ -344,8 +406,9 @@ class Daemon:
         self._warnings = ThrottledLog(log, interval_secs=10.0)
         self._errors = ThrottledLog(log, interval_secs=60.0, level=logging.ERROR)
         self._copies = CopiesSeen()
-        #: Files the last scan found but could not open for want of a slot.
-        self._waiting_inodes: set[InodeKey] = set()
+        #: Files found but not opened for want of a slot, by path, in the order found:
+        #: opened from the front as slots are freed, without a scan of everything.
+        self._waiting = WaitingFiles()
         #: New files the last scan found waiting for a slot, to be known from their start.
         self._registered: list[Checkpoint] = []
         #: Parked files found shorter than when parked (truncated while closed).
@@ -429,9 +492,14 @@ class Daemon:
             )
         return Readiness(reasons)
 
-    def file_status(self) -> list[FileStatus]:
-        """Every file open or idle now: size, how far it is shipped, when last written."""
+    def file_status(self, *, stale_only: bool = False) -> list[FileStatus]:
+        """Every file open or idle now: size, how far it is shipped, when last written.
+
+        ``stale_only``: only the stale ones, without building the others' status
+        (the stale check runs every 30 s over what may be 100,000 idle files).
+        """
         now, mono = time.time(), time.monotonic()
+        stale_after = {name: s.stale_after_secs for name, s in self.settings.sources.items()}
         found: list[FileStatus] = []
         for active in self.active.values():
             tailer = active.tailer
@@ -457,6 +525,11 @@ class Daemon:
             )
         for parked in self._parked.values():
             checkpoint = parked.checkpoint
+            if stale_only and (
+                checkpoint.finished
+                or now - parked.mtime_ns / 1e9 <= stale_after.get(checkpoint.source, float("inf"))
+            ):
+                continue
             found.append(
                 self._status_of(
                     checkpoint.source,
@@ -470,6 +543,8 @@ class Daemon:
                     fallback_offset=checkpoint.offset,
                 )
             )
+        if stale_only:
+            found = [f for f in found if f.stale]
         return sorted(found, key=lambda f: (f.source, f.path))
 
     def _status_of(
@@ -547,7 +622,7 @@ class Daemon:
         interval = min(STALE_CHECK_SECS, max(1.0, shortest / 2))
         while True:
             await asyncio.sleep(interval)
-            stale = {f.fingerprint: f for f in self.file_status() if f.stale}
+            stale = {f.fingerprint: f for f in self.file_status(stale_only=True)}
             for fid, f in stale.items():
                 if fid not in warned:
                     log.warning(
@@ -774,7 +849,10 @@ class Daemon:
         """Backfill: True once every file is read through; opens more while some wait."""
         if self.active:
             return False
-        if self._waiting_to_open or self._waiting_inodes or self._backfill.more:
+        if self._waiting:
+            await self._scan(initial=False, targeted=self._next_waiting())
+            return False
+        if self._waiting_to_open or self._backfill.more:
             await self._scan(initial=False)
             return False
         return True
@@ -870,7 +948,9 @@ class Daemon:
             fid: _saved_form(c, self._seen_resolution) for fid, c in stored.checkpoints.items()
         }
         self.shipped.load(stored.shipped)
-        self.known = resume_positions(stored.checkpoints, spooled, stored.shipped)
+        self.known = KnownFiles(resume_positions(stored.checkpoints, spooled, stored.shipped))
+        # Rows of files not resumed go at the next save.
+        self._saved.forgotten.update(f for f in stored.checkpoints if f not in self.known)
         self._checkpoints_dirty = True  # what the spool and the deliveries moved
         for entry in damaged:
             # A file that only a damaged entry still names (its checkpoints lost too):
@@ -902,66 +982,97 @@ class Daemon:
     async def _refill_damaged(self) -> None:
         """Read again the lines of damaged spool entries, then set the entries aside.
 
-        Each range is sealed as one new entry before its damaged one is moved, so a
-        crash in between finds the new entry and reads nothing twice. A local error
-        (disk full, too many open files) leaves the entry in place, tried again later.
+        The ranges of one entry are sealed as one new entry before the damaged one
+        is moved, so a crash in between finds the new entry and reads nothing twice.
+        A local error (disk full, too many open files) leaves the entry in place,
+        tried again later.
         """
         plan, self._refill_plan = self._refill_plan, refill.Plan([], [], [])
         assert self.uploader is not None
+        holes: dict[Path, list[refill.Hole]] = defaultdict(list)
+        for hole in plan.holes:
+            holes[hole.damaged.path].append(hole)
         for damaged, why in plan.settled:
             log.warning(
-                "damaged spool entry set aside; nothing to read again",
+                "damaged spool entry: nothing to read again for a range of it",
                 extra={"path": str(damaged.path), "reason": damaged.reason, "because": why},
             )
-            await asyncio.to_thread(self.spool.set_aside, damaged)
-        places = await self._places([]) if plan.holes else set()
-        for hole in plan.holes:
+        for damaged, why in plan.lost:
+            self._report_lost(damaged, why)
+        for group in holes.values():
+            await self._refill_entry(group)
+        # Set aside once nothing of them is left to read again.
+        for damaged, _ in plan.settled + plan.lost:
+            if damaged.path not in holes:
+                await asyncio.to_thread(self.spool.set_aside, damaged)
+
+    async def _refill_entry(self, holes: list[refill.Hole]) -> None:
+        """Read one damaged entry's ranges again into one new entry, then set it aside."""
+        assert self.uploader is not None
+        damaged = holes[0].damaged
+        places = await self._places([])
+        batches: list[tuple[Batch, Marker | None]] = []
+        for hole in holes:
             try:
-                entry = await asyncio.to_thread(self._refill_hole, hole, places)
+                batches.append(await asyncio.to_thread(self._refill_batch, hole, places))
             except refill.RefillError as exc:
-                plan.lost.append((hole.damaged, str(exc)))
-                continue
+                self._report_lost(damaged, str(exc), hole=hole)
             except OSError as exc:
-                self._refill_plan.holes.append(hole)
+                self._refill_plan.holes.extend(holes)
                 self._refill_retry_at = time.monotonic() + REFILL_RETRY_SECS
                 self._warnings.warn(
                     "reading a damaged spool entry's lines again failed; will retry",
-                    path=str(hole.damaged.path),
+                    path=str(damaged.path),
                     error=str(exc),
                 )
-                continue
-            await asyncio.to_thread(self.spool.set_aside, hole.damaged)
+                return
+        if batches:
+            # The damaged entry's own key and codec, when its header says: if it had
+            # in fact been stored, the store's 412 still makes this a no-op.
+            entry = await asyncio.to_thread(
+                self._seal_batches, batches, key=damaged.key, codec=damaged.codec
+            )
             self._counters["spool_refilled"] += 1
             log.warning(
                 "damaged spool entry set aside; its lines were read again from the file",
                 extra={
-                    "path": str(hole.damaged.path),
-                    "reason": hole.damaged.reason,
+                    "path": str(damaged.path),
+                    "reason": damaged.reason,
                     "file": entry.segments[0].path,
-                    "start": hole.start,
-                    "end": hole.end,
+                    "start": entry.segments[0].start,
+                    "end": entry.segments[0].end,
+                    "files": len(entry.segments),
                     "lines": entry.lines,
                 },
             )
             self.uploader.submit(entry)
-        for damaged, why in plan.lost:
-            self._counters["spool_lost"] += 1
-            log.error(
-                "damaged spool entry set aside; its lines cannot be read again and are lost",
-                extra={
-                    "path": str(damaged.path),
-                    "reason": damaged.reason,
-                    "because": why,
-                    "fingerprint": damaged.fingerprint_id,
-                    "file": damaged.file_path,
-                    "start": damaged.start,
-                    "end": damaged.end,
-                },
-            )
-            await asyncio.to_thread(self.spool.set_aside, damaged)
+        await asyncio.to_thread(self.spool.set_aside, damaged)
 
-    def _refill_hole(self, hole: refill.Hole, places: set[Path]) -> SpoolEntry:
-        """Runs in a thread: read the range again, through the chain, into one entry."""
+    def _report_lost(
+        self, damaged: DamagedEntry, why: str, *, hole: refill.Hole | None = None
+    ) -> None:
+        """An ERROR naming the lost range: ``hole``'s, else the entry's (first) one."""
+        self._counters["spool_lost"] += 1
+        where: dict[str, object] = {
+            "fingerprint": damaged.fingerprint_id,
+            "file": damaged.file_path,
+            "start": damaged.start,
+            "end": damaged.end,
+        }
+        if hole is not None:
+            where = {
+                "fingerprint": hole.fingerprint.id,
+                "file": hole.path,
+                "start": hole.start,
+                "end": hole.end,
+            }
+        log.error(
+            "damaged spool entry set aside; its lines cannot be read again and are lost",
+            extra={"path": str(damaged.path), "reason": damaged.reason, "because": why, **where},
+        )
+
+    def _refill_batch(self, hole: refill.Hole, places: set[Path]) -> tuple[Batch, Marker | None]:
+        """Runs in a thread: read the range again, through the chain, into one batch."""
         source = self.settings.sources.get(hole.source)
         if source is None:
             raise refill.RefillError(f'source "{hole.source}" is no longer in the config')
@@ -997,9 +1108,7 @@ class Daemon:
             raise refill.RefillError(f"{tailer.path}: no lines between {hole.start} and {hole.end}")
         if hole.first_time is not None:
             batch.first_time = hole.first_time
-        # The damaged entry's own key and codec, when its header says: if it had in
-        # fact been stored, the store's 412 still makes this a no-op.
-        return self._seal(batch, end_marker=end_marker, key=hole.key, codec=hole.codec)
+        return batch, end_marker
 
     def _take_lock(self, path: Path) -> None:
         # Two daemons on one state directory would each ship the same lines.
@@ -1058,46 +1167,80 @@ class Daemon:
             await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _discover(self) -> None:
-        """Rescan on every change event and every ``poll_interval_secs``, resting
-        after each scan in proportion to what it cost.
+        """Scan everything every ``poll_interval_secs`` (and soon after a create, rename
+        or delete), resting after each scan in proportion to what it cost; meanwhile,
+        look at once at the paths change events name and at files waiting for a slot.
 
         It runs beside the reader, not between its reads, so a file that is
         created and rotated away quickly is opened (and so kept readable) early.
         """
         while not self._stopping.is_set():
             self._rescan.clear()
-            self._events.urgent.clear()
-            wall, cpu = time.monotonic(), time.process_time()
-            try:
-                await self._scan(initial=False)
-            except OSError as exc:
-                self._warnings.warn("scan failed; will retry", error=str(exc))
-            except Exception:
-                # Discovery must outlive a bug in one scan, or new files go unread.
-                log.exception("scan failed unexpectedly; will retry")
+            spent = await self._timed_scan(targeted=None)
             # A scan costs O(files matched): rest in proportion, so that scanning takes
-            # a bounded share of a core however many files there are. The smaller of
-            # wall and process time: other processes' load inflates the one, the
-            # reader's own work meanwhile the other.
-            spent = min(time.monotonic() - wall, time.process_time() - cpu)
+            # a bounded share of a core however many files there are.
             rest = min(spent * SCAN_REST_FACTOR, SCAN_REST_MAX_SECS)
-            await self._rest_after_scan(rest)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(
-                    self._rescan.wait(), max(0.0, self.settings.poll_interval_secs - rest)
-                )
+            started = time.monotonic()
+            rested, next_scan = (
+                started + rest,
+                started + max(rest, self.settings.poll_interval_secs),
+            )
+            while not self._stopping.is_set():
+                targets = self._take_targets()
+                if targets:
+                    await self._timed_scan(targeted=targets)
+                    continue
+                now = time.monotonic()
+                wanted = rested if self._rescan.is_set() else next_scan
+                if now >= wanted:
+                    break
+                events = [self._events.targeted, self._stopping]
+                if not self._rescan.is_set():
+                    events.append(self._rescan)
+                await self._first_of(events, wanted - now)
 
-    async def _rest_after_scan(self, secs: float) -> None:
-        """Until ``secs`` pass, a stop comes, or slots are freed for waiting files."""
-        if secs <= 0 or self._events.urgent.is_set():
-            return
-        waiters = {
-            asyncio.ensure_future(self._events.urgent.wait()),
-            asyncio.ensure_future(self._stopping.wait()),
-        }
-        _, pending = await asyncio.wait(waiters, timeout=secs, return_when=asyncio.FIRST_COMPLETED)
+    async def _timed_scan(self, *, targeted: list[tuple[str, str]] | None) -> float:
+        """One scan; the smaller of the wall and process time it took.
+
+        The smaller: other processes' load inflates the one, the reader's own work
+        meanwhile the other.
+        """
+        wall, cpu = time.monotonic(), time.process_time()
+        try:
+            await self._scan(initial=False, targeted=targeted)
+        except OSError as exc:
+            self._warnings.warn("scan failed; will retry", error=str(exc))
+        except Exception:
+            # Discovery must outlive a bug in one scan, or new files go unread.
+            log.exception("scan failed unexpectedly; will retry")
+        return min(time.monotonic() - wall, time.process_time() - cpu)
+
+    async def _first_of(self, events: Iterable[asyncio.Event], timeout: float) -> None:
+        """Until one of ``events`` is set, or ``timeout`` seconds pass."""
+        waiters = {asyncio.ensure_future(event.wait()) for event in events}
+        _, pending = await asyncio.wait(
+            waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         for waiter in pending:
             waiter.cancel()
+
+    def _take_targets(self) -> list[tuple[str, str]]:
+        """``(source, path)`` to look at alone now: paths events named, then as many
+        files waiting for a slot as there are free slots."""
+        self._events.targeted.clear()
+        named, self._events.targets = self._events.targets, {}
+        targets: list[tuple[str, str]] = []
+        for path in named:
+            source = source_of(self.settings.sources, path)
+            if source is not None:
+                targets.append((source, path))
+            elif any("**" in p for s in self.settings.sources.values() for p in s.include):
+                self._rescan.set()  # a ``**`` glob may select it: only a scan can tell
+        return targets + self._next_waiting()
+
+    def _next_waiting(self) -> list[tuple[str, str]]:
+        """The files first in line for a slot, as many as are free."""
+        return self._waiting.first(self._max_open - len(self.active) - len(self._preopened))
 
     def _spool_full(self) -> bool:
         limits = self.settings.spool
@@ -1137,16 +1280,31 @@ class Daemon:
         actives = list(self.active.values())
         # Lines of a rotated file come before those of its successor.
         draining = [a for a in actives if a.tailer.rotated and not a.at_eof and not a.failing]
-        for active in draining or self._due_for_reading(actives):
-            if self._stopping.is_set():
-                break
-            result = await asyncio.to_thread(self._read_step, active)
-            self._settle(active, result)
-            active.at_eof = not result.got_bytes and result.error is None
-            active.failing = result.error is not None
-            active.truncated = active.truncated or result.truncated
-            progressed = progressed or result.got_bytes
+        due = draining or self._due_for_reading(actives)
+        while due and not self._stopping.is_set():
+            stepped = await asyncio.to_thread(self._read_steps, due)
+            due = due[len(stepped) :]
+            for active, result in stepped:
+                self._settle(active, result)
+                active.at_eof = not result.got_bytes and result.error is None
+                active.failing = result.error is not None
+                active.truncated = active.truncated or result.truncated
+                progressed = progressed or result.got_bytes
         return progressed
+
+    def _read_steps(self, actives: list[ActiveFile]) -> list[tuple[ActiveFile, StepResult]]:
+        """Runs in a thread: a read step of each file in turn, for about
+        ``READ_HOP_SECS`` (one at least), or until a stop.
+
+        One hop to the thread per file cost more than the read of a small file.
+        """
+        deadline = time.monotonic() + READ_HOP_SECS
+        stepped = []
+        for active in actives:
+            stepped.append((active, self._read_step(active)))
+            if time.monotonic() >= deadline or self._stopping.is_set():
+                break
+        return stepped
 
     def _due_for_reading(self, actives: list[ActiveFile]) -> list[ActiveFile]:
         """The files to read this round.
@@ -1275,30 +1433,28 @@ class Daemon:
                 unsealed_batches=len(active.unsealed),
             )
 
-    def _seal(
+    def _seal(self, batch: Batch, *, end_marker: Marker | None) -> SpoolEntry:
+        """Encode, compress and durably spool one batch. Runs in a thread."""
+        return self._seal_batches([(batch, end_marker)])
+
+    def _seal_batches(
         self,
-        batch: Batch,
+        batches: list[tuple[Batch, Marker | None]],
         *,
-        end_marker: Marker | None,
         key: str | None = None,
         codec: str | None = None,
     ) -> SpoolEntry:
-        """Encode, compress and durably spool one batch. Runs in a thread.
+        """Encode, compress and durably spool batches of one source as one entry (each
+        of another file, each with its end marker). Runs in a thread.
 
-        ``key`` and ``codec`` replace the configured ones for a batch sealed again.
+        ``key`` and ``codec`` replace the configured ones for batches sealed again.
         """
         sink = self.settings.sink
         if codec is None or codec == sink.codec:
             codec, level = sink.codec, sink.compression_level
         else:
             level = DEFAULT_COMPRESSION_LEVEL[codec]
-        encoded = encode_batch(
-            batch,
-            keys=self.keys,
-            codec=codec,
-            compression_level=level,
-            end_marker=end_marker,
-        )
+        encoded = encode_batches(batches, keys=self.keys, codec=codec, compression_level=level)
         if key is not None:
             encoded = replace(encoded, key=key)
         return self.spool.seal(encoded)
@@ -1330,8 +1486,67 @@ class Daemon:
                 held = joiner.flush(time.time())
                 if held is not None:
                     await asyncio.to_thread(self._process, active, held)
-            if active.batcher.due(now):
-                await self._flush(active)
+        await self._flush_together([a for a in self.active.values() if a.batcher.due(now)])
+
+    async def _flush_together(
+        self, actives: list[ActiveFile], *, beyond_limits: bool = False
+    ) -> list[ActiveFile]:
+        """Cut and seal every file's open batch however small; the files with nothing
+        left unsealed.
+
+        Files that owe one batch each are packed, per source, into shared entries
+        (see :meth:`_seal_packed`): many small files cost one spool write, one
+        upload and one ledger commit between them, not one each.
+        """
+        for active in actives:
+            batch = active.batcher.flush()
+            if batch is not None:
+                active.unsealed.append(batch)
+        packable = [a for a in actives if len(a.unsealed) == 1]
+        for active in actives:
+            if len(active.unsealed) > 1:
+                await self._flush(active, beyond_limits=beyond_limits)
+        if packable:
+            result = await asyncio.to_thread(
+                functools.partial(self._seal_packed, packable, beyond_limits=beyond_limits)
+            )
+            self._settle(packable[0], result)
+        return [a for a in actives if not a.unsealed]
+
+    def _seal_packed(self, actives: list[ActiveFile], *, beyond_limits: bool = False) -> StepResult:
+        """Runs in a thread: seal the one batch each file owes, packing those of one
+        source into entries within the batch limits and :data:`PACK_SEGMENTS_BUDGET`.
+
+        Each file's batch is its only unsealed one, so the order of its batches
+        holds whatever is packed beside it. Stops like :meth:`_seal_unsealed`.
+        """
+        result = StepResult()
+        by_source: dict[str, list[ActiveFile]] = defaultdict(list)
+        for active in actives:
+            by_source[active.tailer.source].append(active)
+        for members in by_source.values():
+            for pack in _packs(members, self.limits):
+                if self._spool_full() and not beyond_limits:
+                    return result
+                batches: list[tuple[Batch, Marker | None]] = []
+                for active in pack:
+                    batch = active.unsealed[0]
+                    try:
+                        marker = active.tailer.marker_at(batch.end)
+                    except OSError:
+                        marker = None  # the file is unreadable now; older markers hold
+                    batches.append((batch, marker))
+                try:
+                    entry = self._seal_batches(batches)
+                except OSError as exc:
+                    result.error = exc
+                    return result
+                result.entries.append(entry)
+                for active, (batch, marker) in zip(pack, batches, strict=True):
+                    del active.unsealed[0]
+                    if marker is not None:
+                        result.markers.append((batch.fingerprint.id, marker))
+        return result
 
     async def _flush(self, active: ActiveFile, *, beyond_limits: bool = False) -> bool:
         """Cut and seal the open batch however small; True once nothing is left unsealed."""
@@ -1351,7 +1566,8 @@ class Daemon:
             await self._seal_all_open_now()
 
     async def _seal_all_open_now(self) -> None:
-        for active in list(self.active.values()):
+        actives = list(self.active.values())
+        for active in actives:
             held = None
             if active.joiner is not None and active.tailer.rotated:
                 # A live file's held record is read again, whole, at the next start;
@@ -1359,8 +1575,10 @@ class Daemon:
                 held = active.joiner.flush(time.time())
             if held is not None:
                 await asyncio.to_thread(self._process, active, held)
-            # A few batches past the spool's limits, rather than reading them again.
-            if not await self._flush(active, beyond_limits=True):
+        # A few batches past the spool's limits, rather than reading them again.
+        await self._flush_together(actives, beyond_limits=True)
+        for active in actives:
+            if active.unsealed:
                 log.error(
                     "could not seal open batches at shutdown; their lines will be read again",
                     extra={"path": active.tailer.path, "batches": len(active.unsealed)},
@@ -1465,9 +1683,7 @@ class Daemon:
         idle = [a for a in resting if now - a.tailer.last_growth >= self._close_inactive]
         over = len(self.active) + self._waiting_to_open - self.settings.max_open_files
         chosen = resting[: max(len(idle), over)]
-        for active in chosen:
-            if not await self._flush(active):
-                continue
+        for active in await self._flush_together(chosen):
             checkpoint = self.known.get(active.tailer.fingerprint.id)
             if checkpoint is None:
                 continue
@@ -1484,15 +1700,15 @@ class Daemon:
             del self.active[active.inode]
             self._parked[active.inode] = Parked(checkpoint, consumed, mtime_ns)
         if chosen:
-            if self._waiting_to_open or self._waiting_inodes:
-                self._events.urgent.set()  # waiting files may now be opened: at once
+            if self._waiting:
+                self._events.targeted.set()  # waiting files may now be opened: at once
             self._waiting_to_open = 0
             self._rescan.set()
 
     # ------------------------------------------------------- retention and disk guard
 
     def guard_snapshot(self) -> GuardSnapshot:
-        live: set[InodeKey] = set(self._preopened) | self._waiting_inodes
+        live: set[InodeKey] = set(self._preopened) | self._waiting.inodes()
         open_files: dict[InodeKey, tuple[Checkpoint, bool]] = {}
         for inode, active in self.active.items():
             checkpoint = self.known.get(active.tailer.fingerprint.id)
@@ -1550,19 +1766,35 @@ class Daemon:
 
     # ---------------------------------------------------------------- discovery
 
-    async def _scan(self, *, initial: bool) -> None:
-        async with self._scanning:
-            # Resolved once a scan (an operator may move a symlinked base).
-            self._events.roots = await asyncio.to_thread(roots_of, self.settings.sources)
-            await self._scan_now(initial=initial)
+    async def _scan(self, *, initial: bool, targeted: list[tuple[str, str]] | None = None) -> None:
+        """Look at every file the sources select, or (``targeted``) at those paths alone.
 
-    async def _scan_now(self, *, initial: bool) -> None:
-        found = await asyncio.to_thread(discover, self.settings.sources, refusals=self._refusals)
-        by_inode, by_head = self._known_index()
+        A targeted scan opens what it finds there that has lines to read; it takes
+        nothing for gone, renamed or rotated: only a scan of everything can tell.
+        """
+        async with self._scanning:
+            if targeted is None or not self._events.roots:
+                # Resolved once a scan (an operator may move a symlinked base).
+                self._events.roots = await asyncio.to_thread(roots_of, self.settings.sources)
+            if targeted is None:
+                await self._scan_now(initial=initial)
+            else:
+                await self._scan_now(initial=initial, targeted=targeted)
+
+    async def _scan_now(
+        self, *, initial: bool, targeted: list[tuple[str, str]] | None = None
+    ) -> None:
+        if targeted is None:
+            found = await asyncio.to_thread(
+                discover, self.settings.sources, refusals=self._refusals
+            )
+        else:
+            found = await asyncio.to_thread(selected, targeted, self._events.roots)
+        by_inode, by_head = self.known.index(snapshot=targeted is None)
         self._copies.continued = set()
-        early = self._take_preopened(by_inode, by_head)
+        early = {} if targeted is not None else self._take_preopened(by_inode, by_head)
         # Known files waiting for a slot are followed like parked ones if rotated away.
-        was_waiting = self._waiting_inodes
+        was_waiting = self._waiting.inodes() if targeted is None else set()
         results = await asyncio.to_thread(
             self._identify_all,
             found,
@@ -1570,12 +1802,48 @@ class Daemon:
             by_head,
             set(early) | set(self._preopened),
             initial,
+            targeted=targeted is not None,
         )
         identified_now = [r[3] for r in results] + [e[2] for e in early.values()]
         originals = await asyncio.to_thread(self._pair_copies, results, early)
         self._learn_waiting()
         self._unpark_replaced(results)
-        alive = self._alive_ids(identified_now, by_inode) | originals
+        alive = self._alive_ids(identified_now, originals)
+        seen, opened = self._open_found(results, early, alive, initial=initial)
+        if targeted is not None:
+            replaced = self._replaced(results, by_inode, alive)
+            if replaced or self._truncated_originals:
+                paths = [path for _, path in found]
+                opened += await self._finish_elsewhere(replaced, identified_now, seen, paths)
+            await self._start_tailing(opened)
+            return
+        # Files we were reading (at start: all known ones; later: parked ones) that the
+        # globs no longer match may have been rotated with lines still unread.
+        gone = set(by_inode) if initial else set(self._parked) | (was_waiting & set(by_inode))
+        paths = [path for _, path in found]
+        reopened, unfound = await self._reopen_rotated(
+            gone - seen, by_inode, paths, keep_read=not initial
+        )
+        opened += reopened
+        lost_track = unfound + self._replaced(results, by_inode, alive)
+        opened += await self._finish_elsewhere(lost_track, identified_now, seen, paths)
+        for inode in set(self._parked) - seen:
+            del self._parked[inode]
+        self._copies.forget_unseen(seen)
+        if self.one_shot:
+            opened += await self._compressed_for_backfill(already=len(opened))
+        await self._start_tailing(opened)
+        self._mark_seen(seen)
+
+    def _open_found(
+        self,
+        results: list[tuple[str, str, InodeKey, Identified | None]],
+        early: dict[InodeKey, tuple[str, str, Identified]],
+        alive: Container[str],
+        *,
+        initial: bool,
+    ) -> tuple[set[InodeKey], list[ActiveFile]]:
+        """The inodes a scan found, and the files it opens (the pre-opened ones too)."""
         seen: set[InodeKey] = set()
         opened: list[ActiveFile] = []
         for source, path, inode, scanned in results:
@@ -1601,26 +1869,11 @@ class Daemon:
             active = self._open(source, path, inode, identified, initial=False)
             active.tailer.rotated = True
             opened.append(active)
-        # Files we were reading (at start: all known ones; later: parked ones) that the
-        # globs no longer match may have been rotated with lines still unread.
-        gone = set(by_inode) if initial else set(self._parked) | (was_waiting & set(by_inode))
-        paths = [path for _, path in found]
-        reopened, unfound = await self._reopen_rotated(
-            gone - seen, by_inode, paths, keep_read=not initial
-        )
-        opened += reopened
-        lost_track = unfound + self._replaced(results, by_inode, alive)
-        opened += await self._finish_elsewhere(lost_track, identified_now, seen, paths)
-        for inode in set(self._parked) - seen:
-            del self._parked[inode]
-        self._copies.forget_unseen(seen)
-        if self.one_shot:
-            opened += await self._compressed_for_backfill(already=len(opened))
-        await self._start_tailing(opened)
-        self._mark_seen(seen)
+        return seen, opened
 
     def _mark_seen(self, seen: set[InodeKey]) -> None:
-        """Note when known files were last found; tailed files not found were rotated."""
+        """After a scan of everything: what it found is alive; a tailed file it did not
+        find was rotated away."""
         now = time.time()
         for parked in self._parked.values():
             parked.checkpoint.seen_at = now
@@ -1633,19 +1886,6 @@ class Daemon:
                 log.info(
                     "file rotated away; reading it to its end", extra={"path": active.tailer.path}
                 )
-
-    def _known_index(
-        self,
-    ) -> tuple[dict[InodeKey, list[Checkpoint]], dict[str, list[Checkpoint]]]:
-        """Known files by (device, inode), and those with markers by first-bytes checksum."""
-        by_inode: dict[InodeKey, list[Checkpoint]] = defaultdict(list)
-        by_head: dict[str, list[Checkpoint]] = defaultdict(list)
-        for checkpoint in self.known.values():
-            fp = checkpoint.fingerprint
-            by_inode[(fp.dev, fp.ino)].append(checkpoint)
-            if checkpoint.markers:
-                by_head[fp.head_sha256].append(checkpoint)
-        return by_inode, by_head
 
     def _learn_waiting(self) -> None:
         """Know the new files that wait for a slot, from where they will be read."""
@@ -1673,22 +1913,32 @@ class Daemon:
                 del self._parked[inode]
                 self._truncated_originals.append(parked.checkpoint)
 
-    def _alive_ids(
-        self, identified: list[Identified | None], by_inode: dict[InodeKey, list[Checkpoint]]
-    ) -> set[str]:
-        """Fingerprint ids of the files still there to be read: tailed, parked, or just found."""
-        alive = {a.tailer.fingerprint.id for a in self.active.values()}
-        alive.update(p.checkpoint.fingerprint.id for p in self._parked.values())
-        for inode in self._waiting_inodes:  # waiting for a slot: still to be read
-            alive.update(c.fingerprint.id for c in by_inode.get(inode, ()))
-        alive.update(i.known.fingerprint.id for i in identified if i is not None and i.known)
-        return alive
+    def _alive_ids(self, identified: list[Identified | None], originals: set[str]) -> _AliveIds:
+        """Fingerprint ids of the files still there to be read: tailed, parked, waiting
+        for a slot, or just found (``originals``: found beside their copy)."""
+        found = {i.known.fingerprint.id for i in identified if i is not None and i.known}
+        return _AliveIds(found | originals, self._still_to_read)
+
+    def _still_to_read(self, fid: str) -> bool:
+        """Whether the known file ``fid`` is tailed, parked or waiting for a slot."""
+        checkpoint = self.known.get(fid)
+        if checkpoint is None:
+            return False
+        fp = checkpoint.fingerprint
+        inode = (fp.dev, fp.ino)
+        if self._waiting.holds(inode):
+            return True
+        active = self.active.get(inode)
+        if active is not None and active.tailer.fingerprint.id == fid:
+            return True
+        parked = self._parked.get(inode)
+        return parked is not None and parked.checkpoint.fingerprint.id == fid
 
     def _replaced(
         self,
         results: list[tuple[str, str, InodeKey, Identified | None]],
-        by_inode: dict[InodeKey, list[Checkpoint]],
-        alive: set[str],
+        by_inode: Mapping[InodeKey, Sequence[Checkpoint]],
+        alive: Container[str],
     ) -> list[Checkpoint]:
         """Unfinished files whose inode now holds another file (truncated while not read)."""
         replaced = []
@@ -1758,7 +2008,7 @@ class Daemon:
                 identified.copy_of = original
                 identified.copy_in_progress = False
 
-    def _held_back(self, identified: Identified, alive: set[str]) -> bool:
+    def _held_back(self, identified: Identified, alive: Container[str]) -> bool:
         """Hold back a copy of a file that is still being read (closing it); True if so.
 
         copytruncate copies first and truncates after: until the original is read to
@@ -1780,7 +2030,7 @@ class Daemon:
         if identified.copy_in_progress and now - since > COPY_HOLD_SECS:
             # Not growing, and still the same bytes as its original: not a copy being
             # written but a file of its own with the same content so far.
-            alive = alive - {original.fingerprint.id}
+            alive = ()
         if original.fingerprint.id in alive:
             os.close(identified.fd)
             return True
@@ -1794,7 +2044,7 @@ class Daemon:
     async def _reopen_rotated(
         self,
         missing: set[InodeKey],
-        by_inode: dict[InodeKey, list[Checkpoint]],
+        by_inode: Mapping[InodeKey, Sequence[Checkpoint]],
         found: list[str],
         *,
         keep_read: bool,
@@ -1959,23 +2209,26 @@ class Daemon:
     def _identify_all(
         self,
         found: list[tuple[str, str]],
-        by_inode: dict[InodeKey, list[Checkpoint]],
+        by_inode: Mapping[InodeKey, Sequence[Checkpoint]],
         by_head: ByHead,
         held: set[InodeKey],
         initial: bool,
+        *,
+        targeted: bool = False,
     ) -> list[tuple[str, str, InodeKey, Identified | None]]:
         """Runs in a thread: stat every path, open and fingerprint the ones not being tailed.
 
         ``held`` are inodes already open elsewhere (pre-opened): seen, not opened again.
+        ``targeted``: the paths are some only; what is known of the others stays.
         """
         results: list[tuple[str, str, InodeKey, Identified | None]] = []
         budget = self.settings.max_open_files - len(self.active)
-        waiting = 0
-        waiting_inodes: set[InodeKey] = set()
+        waiting: dict[str, tuple[str, InodeKey]] = {}
         headless: set[str] = set()  # files whose first line is not complete yet
         shrunk: set[InodeKey] = set()
         handled: set[InodeKey] = set()
         roots = self._events.roots
+        resolved: dict[str, str] = {}  # directories' real paths, for this scan
         for source, path in found:
             try:
                 st = os.stat(path)
@@ -1990,10 +2243,9 @@ class Daemon:
                 if inode in held or self._nothing_to_read(st, parked, by_inode.get(inode, ())):
                     pass
                 elif inode not in self.active and budget <= 0:
-                    waiting += 1  # read once another file is parked
-                    waiting_inodes.add(inode)
+                    waiting[path] = (source, inode)  # read once another file is parked
                     if inode not in by_inode:
-                        self._note_waiting(source, path, by_inode, initial=initial)
+                        self._note_waiting(source, path, by_inode, resolved, initial=initial)
                 elif inode not in self.active:
                     identified = identify(
                         path,
@@ -2001,6 +2253,7 @@ class Daemon:
                         candidates=by_inode,
                         by_head=by_head,
                         roots=roots[source].allowed,
+                        resolved=resolved,
                     )
                     if identified is None:
                         headless.add(path)
@@ -2016,17 +2269,34 @@ class Daemon:
                 self._cannot_open(path, exc)
                 continue
             results.append((source, path, inode, identified))
-        self._waiting_to_open = waiting
-        self._waiting_inodes = waiting_inodes
-        self._unidentified = headless
         self._shrunk = shrunk
-        if waiting:
-            self._warnings.warn(
-                "max_open_files reached; some files wait for a free slot",
-                waiting=waiting,
-                max_open_files=self.settings.max_open_files,
-            )
+        self._note_unopened(found, waiting, headless, targeted=targeted)
         return results
+
+    def _note_unopened(
+        self,
+        found: list[tuple[str, str]],
+        waiting: dict[str, tuple[str, InodeKey]],
+        headless: set[str],
+        *,
+        targeted: bool,
+    ) -> None:
+        """Remember the files a scan found but did not open: waiting for a slot, or
+        for a first line. A targeted scan updates what it looked at, no more."""
+        if targeted:
+            looked_at = {path for _, path in found}
+            self._waiting.update(looked_at, waiting)
+            self._unidentified = (self._unidentified - looked_at) | headless
+        else:
+            self._waiting.replace(waiting)
+            self._unidentified = headless
+            if waiting:
+                self._warnings.warn(
+                    "max_open_files reached; some files wait for a free slot",
+                    waiting=len(waiting),
+                    max_open_files=self.settings.max_open_files,
+                )
+        self._waiting_to_open = len(self._waiting)
 
     def _nothing_to_read(
         self, st: os.stat_result, parked: Parked | None, known: Iterable[Checkpoint]
@@ -2045,7 +2315,8 @@ class Daemon:
         self,
         source: str,
         path: str,
-        by_inode: dict[InodeKey, list[Checkpoint]],
+        by_inode: Mapping[InodeKey, Sequence[Checkpoint]],
+        resolved: dict[str, str],
         *,
         initial: bool,
     ) -> None:
@@ -2060,6 +2331,7 @@ class Daemon:
                 fingerprint_bytes=self.settings.sources[source].fingerprint_bytes,
                 candidates=by_inode,
                 roots=self._events.roots[source].allowed,
+                resolved=resolved,
             )
         except OSError:
             return  # read once it can be opened
@@ -2231,19 +2503,21 @@ class Daemon:
                 stop_event=self._stopping,
                 recursive=False,
             ):
-                # A write wakes the reader; a create, rename or delete also needs a rescan,
-                # and so does a write while a new file waits for its first line: it may be
-                # rotated away soon, and it must be open by then.
-                if (
-                    self._unidentified
-                    or self._parked
-                    or any(change != watchfiles.Change.modified for change, _ in changes)
-                ):
+                # A write wakes the reader; a create, rename or delete also needs a rescan.
+                # A write to a file not open (parked, or waiting for its first line, which
+                # may be rotated away soon) has that path looked at alone, at once.
+                if any(change != watchfiles.Change.modified for change, _ in changes):
                     self._rescan.set()
+                tailed = {active.tailer.path for active in self.active.values()}
                 for change, path in changes:
+                    shown = printable_path(path)
                     if change == watchfiles.Change.added:
                         self._preopen(path)
-                    self._events.dirty.add(printable_path(path))
+                    elif change == watchfiles.Change.modified and shown not in tailed:
+                        self._events.targets[path] = None
+                    self._events.dirty.add(shown)
+                if self._events.targets:
+                    self._events.targeted.set()
                 self._wake.set()
         except Exception as exc:
             self._warnings.warn(
@@ -2275,7 +2549,7 @@ class Daemon:
         self._preopened[inode] = (source, path, fd)
 
     def _take_preopened(
-        self, by_inode: dict[InodeKey, list[Checkpoint]], by_head: ByHead
+        self, by_inode: Mapping[InodeKey, Sequence[Checkpoint]], by_head: ByHead
     ) -> dict[InodeKey, tuple[str, str, Identified]]:
         """Identify the pre-opened files that have a complete first line by now."""
         ready: dict[InodeKey, tuple[str, str, Identified]] = {}
@@ -2349,20 +2623,30 @@ class Daemon:
         self._checkpoints_dirty = False
         resolution = self._seen_resolution
         saved = self._saved.forms
-        changed: dict[str, tuple[Checkpoint, SavedForm]] = {}
+        changed: dict[str, tuple[dict[str, Any], SavedForm]] = {}
+        looked_at: list[Checkpoint] = []
         for fid, checkpoint in self.known.items():
+            if not checkpoint.unsaved:
+                continue
+            # Cleared first: a change made while this save runs marks it again.
+            checkpoint.unsaved = False
+            looked_at.append(checkpoint)
             form = _saved_form(checkpoint, resolution)
             if saved.get(fid) != form:
-                changed[fid] = (replace(checkpoint), form)
+                changed[fid] = (checkpoint.to_json(), form)
         # Forgotten files, saved or not (a row from before this start, say), lose their rows.
-        forgotten = [fid for fid in saved.keys() | self._saved.forgotten if fid not in self.known]
+        forgotten = [fid for fid in self._saved.forgotten if fid not in self.known]
         if not changed and not forgotten:
             return
         try:
             await asyncio.to_thread(
-                self.ledger.db.save_checkpoints, [c for c, _ in changed.values()], forgotten
+                self.ledger.db.save_checkpoint_docs,
+                [(fid, doc) for fid, (doc, _) in changed.items()],
+                forgotten,
             )
         except OSError as exc:
+            for checkpoint in looked_at:
+                checkpoint.unsaved = True
             self._checkpoints_dirty = True
             # Retried every second: one line a minute (with a count) is enough.
             self._errors.warn("could not write checkpoints; will retry", error=str(exc))

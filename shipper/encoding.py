@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["CONTENT_ENCODING", "EncodedBatch", "compress", "encode_batch"]
+__all__ = ["CONTENT_ENCODING", "EncodedBatch", "compress", "encode_batch", "encode_batches"]
 
 import gzip
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import zstandard
@@ -55,23 +56,52 @@ def encode_batch(
     end_marker: Marker | None = None,
 ) -> EncodedBatch:
     """Pure and CPU-bound (compression, SHA-256): run it off the event loop."""
-    body = batch.body
-    fingerprint = batch.fingerprint
+    return encode_batches(
+        [(batch, end_marker)], keys=keys, codec=codec, compression_level=compression_level
+    )
+
+
+def encode_batches(
+    batches: Sequence[tuple[Batch, Marker | None]],
+    *,
+    keys: KeyTemplate,
+    codec: str,
+    compression_level: int,
+) -> EncodedBatch:
+    """Batches of one source, each of another file, as one object: the first names it.
+
+    The key stays one batch's alone: it is rendered from the first file's range,
+    and a byte range of a file is sealed once, in one entry, whatever else is
+    packed beside it. Each file's range keeps its own end marker.
+    """
+    first, last_marker = batches[0][0], batches[-1][1]
+    body = b"".join(batch.body for batch, _ in batches) if len(batches) > 1 else first.body
+    several = len(batches) > 1
     return EncodedBatch(
         key=keys.render(
-            source=batch.source,
-            fingerprint_id=fingerprint.id,
-            start=batch.start,
-            end=batch.end,
-            first_time=batch.first_time,
+            source=first.source,
+            fingerprint_id=first.fingerprint.id,
+            start=first.start,
+            end=first.end,
+            first_time=first.first_time,
         ),
-        source=batch.source,
-        segments=(Segment(fingerprint, batch.path, batch.start, batch.end, batch.lines),),
-        records=batch.records,
+        source=first.source,
+        segments=tuple(
+            Segment(
+                batch.fingerprint,
+                batch.path,
+                batch.start,
+                batch.end,
+                batch.lines,
+                end_marker=marker if several else None,
+            )
+            for batch, marker in batches
+        ),
+        records=sum(batch.records for batch, _ in batches),
         body=compress(body, codec, compression_level),
         body_sha256=hashlib.sha256(body).hexdigest(),
         uncompressed_bytes=len(body),
         codec=codec,
-        first_time=batch.first_time,
-        end_marker=end_marker,
+        first_time=first.first_time,
+        end_marker=last_marker,
     )

@@ -22,7 +22,6 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from shipper.config import Settings
@@ -45,7 +44,7 @@ from shipper.retention import (
 from shipper.shipped import ShippedIndex
 from shipper.sources.checkpoints import Checkpoint
 from shipper.sources.compressed import RefusedFiles
-from shipper.sources.discovery import discover, glob_base, watch_roots
+from shipper.sources.discovery import directories, discover, glob_base, watch_roots
 from shipper.sources.fingerprint import Fingerprint
 from shipper.spool import SpoolEntry
 
@@ -137,8 +136,7 @@ class DiskGuard:
         """One pass: measure; if anything may go, survey, decide and delete."""
         now = time.monotonic()
         if now - self._directories_at >= DIRECTORIES_REFRESH_SECS:
-            found = await asyncio.to_thread(discover, self.settings.sources, compressed=True)
-            self._directories = {str(Path(path).parent) for _, path in found}
+            self._directories = await asyncio.to_thread(directories, self.settings.sources)
             self._directories_at = now
         self.usage = await asyncio.to_thread(self._measure, self._directories)
         if self._may_delete():
@@ -148,7 +146,7 @@ class DiskGuard:
     async def _survey_and_delete(self) -> None:
         settings = self.settings
         found = await asyncio.to_thread(discover, settings.sources, compressed=True)
-        self._directories = {str(Path(path).parent) for _, path in found}
+        self._directories = {os.path.dirname(path) or "." for _, path in found}
         self._directories_at = time.monotonic()
         self.usage = await asyncio.to_thread(self._measure, self._directories)
         snapshot = self.hooks.guard_snapshot()

@@ -94,58 +94,103 @@ def plan(
             ranges.add((s.fingerprint.id, s.start, s.end))
     result = Plan([], [], [])
     for entry in damaged:
-        fid, start, end = entry.fingerprint_id, entry.start, entry.end
         if entry.key is not None and is_gap_key(entry.key):
             # Its lines were deleted: there is nothing to read again. The loss it
             # recorded is also in the daemon's log (ERROR) and its metrics.
             result.lost.append((entry, "a damaged gap record (lines deleted unshipped)"))
             continue
-        if fid is None or start is None or end is None:
-            result.lost.append((entry, "neither its header nor its name is readable"))
-            continue
-        shipped = delivered.get(fid)
-        if shipped is not None and shipped.covers(start, end):
-            result.settled.append((entry, "already delivered"))
-            continue
-        if (fid, start, end) in ranges:
-            result.settled.append((entry, "already read again"))
-            continue
-        checkpoint = known.get(fid)
-        fingerprint = entry.fingerprint or (checkpoint.fingerprint if checkpoint else None)
-        source = entry.source or (checkpoint.source if checkpoint else None)
-        if fingerprint is None or source is None:
-            result.lost.append((entry, "its file is no longer known"))
-            continue
-        offset = checkpoint.offset if checkpoint is not None else end
-        if offset <= start:
-            result.settled.append((entry, "the file's position is before the range"))
-            continue
-        if offset < end:
-            result.lost.append((entry, f"the file's position {offset} is inside the range"))
-            continue
-        path = entry.file_path or (checkpoint.path if checkpoint else "")
-        if entry.end_marker is not None:
-            markers: tuple[Marker, ...] = (entry.end_marker,)
-        else:
-            markers = checkpoint.markers if checkpoint else ()
-        if not markers:
-            result.lost.append((entry, "nothing left to check a file's bytes against"))
-            continue
-        result.holes.append(
-            Hole(
-                entry,
-                source,
-                fingerprint,
-                path,
-                start,
-                end,
-                entry.first_time,
-                markers,
-                entry.key,
-                entry.codec,
+        if entry.unknown_files:
+            result.lost.append(
+                (
+                    entry,
+                    f"its header is damaged: the ranges of the {entry.unknown_files}"
+                    " other files it held are not known",
+                )
             )
+        first = _Part(
+            entry.fingerprint_id,
+            entry.start,
+            entry.end,
+            entry.fingerprint,
+            entry.file_path,
+            entry.end_marker,
         )
+        others = [
+            _Part(s.fingerprint.id, s.start, s.end, s.fingerprint, s.path, s.end_marker)
+            for s in entry.others
+        ]
+        for part in [first, *others]:
+            _plan_part(result, entry, part, known=known, ranges=ranges, delivered=delivered)
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One file's range in a damaged entry, as far as it is known."""
+
+    fingerprint_id: str | None
+    start: int | None
+    end: int | None
+    fingerprint: Fingerprint | None
+    path: str | None
+    end_marker: Marker | None
+
+
+def _plan_part(
+    result: Plan,
+    entry: DamagedEntry,
+    part: _Part,
+    *,
+    known: Mapping[str, Checkpoint],
+    ranges: set[tuple[str, int, int]],
+    delivered: ShippedIndex,
+) -> None:
+    fid, start, end = part.fingerprint_id, part.start, part.end
+    if fid is None or start is None or end is None:
+        result.lost.append((entry, "neither its header nor its name is readable"))
+        return
+    shipped = delivered.get(fid)
+    if shipped is not None and shipped.covers(start, end):
+        result.settled.append((entry, "already delivered"))
+        return
+    if (fid, start, end) in ranges:
+        result.settled.append((entry, "already read again"))
+        return
+    checkpoint = known.get(fid)
+    fingerprint = part.fingerprint or (checkpoint.fingerprint if checkpoint else None)
+    source = entry.source or (checkpoint.source if checkpoint else None)
+    if fingerprint is None or source is None:
+        result.lost.append((entry, f"its file {fid} is no longer known"))
+        return
+    offset = checkpoint.offset if checkpoint is not None else end
+    if offset <= start:
+        result.settled.append((entry, "the file's position is before the range"))
+        return
+    if offset < end:
+        result.lost.append((entry, f"the file's position {offset} is inside the range"))
+        return
+    path = part.path or (checkpoint.path if checkpoint else "")
+    if part.end_marker is not None:
+        markers: tuple[Marker, ...] = (part.end_marker,)
+    else:
+        markers = checkpoint.markers if checkpoint else ()
+    if not markers:
+        result.lost.append((entry, f"nothing left to check {path} bytes against"))
+        return
+    result.holes.append(
+        Hole(
+            entry,
+            source,
+            fingerprint,
+            path,
+            start,
+            end,
+            entry.first_time,
+            markers,
+            entry.key,
+            entry.codec,
+        )
+    )
 
 
 def open_hole(

@@ -171,7 +171,8 @@ class ShippedIndex:
                     )
                     merged[fid] = shipped
                 last = i == len(entry.segments) - 1
-                shipped.add(segment.start, segment.end, entry.end_marker if last else None)
+                marker = segment.end_marker or (entry.end_marker if last else None)
+                shipped.add(segment.start, segment.end, marker)
                 shipped.source, shipped.path, shipped.delivered_at = entry.source, segment.path, now
         return list(merged.values())
 

@@ -22,7 +22,8 @@ new name and deletion is fsynced into its directory.
 Entry layout (integers big-endian):
 ``MAGIC | u32 header length | header JSON | sha256(header JSON) | body``; the
 header holds the body's length and SHA-256. Name:
-``<seq>-<fingerprint id>-<start>-<end>.entry``.
+``<seq>-<fingerprint id>-<start>-<end>.entry`` after the entry's first file range,
+with ``-<files>`` before the suffix when it holds ranges of several files.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ log = logging.getLogger(__name__)
 
 SPOOL_FORMAT_VERSION = 2
 MAGIC = b"SHPSPOOL"
+#: Ends an entry that repeats its header after the body (an entry of several files).
+TRAILER_MAGIC = b"SHPTRAIL"
 ENTRY_SUFFIX = ".entry"
 CORRUPT_DIR = "corrupt"
 QUARANTINE_DIR = "quarantine"
@@ -102,15 +105,21 @@ class Segment:
     start: int
     end: int
     lines: int
+    #: The checksum of the file's bytes just before ``end``. Kept per segment in an
+    #: entry of several files; a one-file entry has it as the entry's ``end_marker``.
+    end_marker: Marker | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "fingerprint": self.fingerprint.to_json(),
             "path": self.path,
             "start": self.start,
             "end": self.end,
             "lines": self.lines,
         }
+        if self.end_marker is not None:
+            data["end_marker"] = self.end_marker.to_json()
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Segment:
@@ -120,6 +129,7 @@ class Segment:
             start=int(data["start"]),
             end=int(data["end"]),
             lines=int(data["lines"]),
+            end_marker=_marker(data),
         )
 
 
@@ -148,12 +158,42 @@ class SpoolEntry:
         return sum(s.lines for s in self.segments)
 
 
-def encode_entry(header: dict[str, Any], body: bytes) -> bytes:
-    """Frame ``header`` (completed with the body's length and SHA-256) and ``body``."""
+def encode_entry(header: dict[str, Any], body: bytes, *, trailer: bool = False) -> bytes:
+    """Frame ``header`` (completed with the body's length and SHA-256) and ``body``.
+
+    ``trailer``: the header again after the body, checksummed and framed from the
+    end. An entry of several files needs it: its name names the first file only,
+    so with its header damaged the other files' ranges could not be read again.
+    """
     body_sha256 = hashlib.sha256(body).hexdigest()
     header_json = orjson.dumps({**header, "stored_bytes": len(body), "stored_sha256": body_sha256})
     header_sha256 = hashlib.sha256(header_json).digest()
-    return b"".join((MAGIC, _U32.pack(len(header_json)), header_json, header_sha256, body))
+    parts = [MAGIC, _U32.pack(len(header_json)), header_json, header_sha256, body]
+    if trailer:
+        parts += [header_json, header_sha256, _U32.pack(len(header_json)), TRAILER_MAGIC]
+    return b"".join(parts)
+
+
+def decode_trailer(data: bytes | memoryview) -> dict[str, Any]:
+    """The copy of the header an entry of several files ends with (see :func:`encode_entry`)."""
+    view = memoryview(data)
+    end = len(view) - len(TRAILER_MAGIC)
+    if end < _U32.size + _DIGEST or bytes(view[end:]) != TRAILER_MAGIC:
+        raise SpoolCorruptError("no intact trailer")
+    (header_len,) = _U32.unpack_from(view, end - _U32.size)
+    digest_at = end - _U32.size - _DIGEST
+    header_json = bytes(view[max(0, digest_at - header_len) : digest_at])
+    if len(header_json) != header_len:
+        raise SpoolCorruptError("trailer longer than the entry")
+    if hashlib.sha256(header_json).digest() != bytes(view[digest_at : digest_at + _DIGEST]):
+        raise SpoolCorruptError("trailer checksum mismatch")
+    try:
+        header = orjson.loads(header_json)
+    except orjson.JSONDecodeError as exc:
+        raise SpoolCorruptError(f"unreadable trailer: {exc}") from exc
+    if not isinstance(header, dict):
+        raise SpoolCorruptError("unreadable trailer")
+    return header
 
 
 def decode_header(data: bytes | memoryview) -> tuple[dict[str, Any], int]:
@@ -189,11 +229,13 @@ def decode_entry(data: bytes) -> tuple[dict[str, Any], memoryview]:
     knows which lines the entry held.
     """
     header, body_at = decode_header(data)
-    body = memoryview(data)[body_at:]
     try:
         expected_len, expected_sha = int(header["stored_bytes"]), str(header["stored_sha256"])
     except (KeyError, TypeError, ValueError) as exc:
         raise SpoolCorruptError(f"header without the body's length and checksum: {exc}") from exc
+    body = memoryview(data)[body_at:]
+    if len(body) > expected_len and bytes(body[-len(TRAILER_MAGIC) :]) == TRAILER_MAGIC:
+        body = body[:expected_len]  # a copy of the header follows: not needed here
     if len(body) != expected_len:
         raise SpoolCorruptError(
             f"truncated: body {len(body)} of {expected_len} bytes", header=header
@@ -224,10 +266,15 @@ class DamagedEntry:
     first_time: float | None = None
     codec: str | None = None
     end_marker: Marker | None = None
+    #: The ranges of the other files the entry held, from its header.
+    others: tuple[Segment, ...] = ()
+    #: How many other files the entry held, when only its name is readable.
+    unknown_files: int = 0
 
     @classmethod
     def from_header(cls, path: Path, reason: str, header: dict[str, Any]) -> DamagedEntry:
-        segment = Segment.from_json(header["segments"][0])
+        segments = [Segment.from_json(s) for s in header["segments"]]
+        segment = segments[0]
         return cls(
             path=path,
             reason=reason,
@@ -240,21 +287,35 @@ class DamagedEntry:
             file_path=segment.path,
             first_time=float(header["first_time"]),
             codec=str(header["codec"]),
-            end_marker=_marker(header),
+            end_marker=segment.end_marker or _marker(header),
+            others=tuple(segments[1:]),
         )
 
 
-def entry_name(seq: int, segment: Segment) -> str:
-    return f"{seq:016d}-{segment.fingerprint.id}-{segment.start}-{segment.end}{ENTRY_SUFFIX}"
+def entry_name(seq: int, segments: tuple[Segment, ...]) -> str:
+    first = segments[0]
+    files = f"-{len(segments)}" if len(segments) > 1 else ""
+    return f"{seq:016d}-{first.fingerprint.id}-{first.start}-{first.end}{files}{ENTRY_SUFFIX}"
 
 
-def _name_parts(name: str) -> tuple[int, str | None, int | None, int | None]:
-    """Sequence number, fingerprint id and range from an entry's name (None: not there)."""
+@dataclass(frozen=True, slots=True)
+class _NameParts:
+    seq: int
+    fingerprint_id: str | None = None
+    start: int | None = None
+    end: int | None = None
+    files: int = 1
+
+
+def _name_parts(name: str) -> _NameParts:
+    """Sequence number, first fingerprint id and range, and file count from an
+    entry's name (None: not there)."""
     parts = name.removesuffix(ENTRY_SUFFIX).split("-")
     seq = int(parts[0])
-    if len(parts) != 4 or not parts[2].isdigit() or not parts[3].isdigit():
-        return seq, None, None, None
-    return seq, parts[1], int(parts[2]), int(parts[3])
+    if len(parts) not in (4, 5) or not all(p.isdigit() for p in parts[2:]):
+        return _NameParts(seq)
+    files = int(parts[4]) if len(parts) == 5 else 1
+    return _NameParts(seq, parts[1], int(parts[2]), int(parts[3]), files)
 
 
 class Spool:
@@ -306,7 +367,7 @@ class Spool:
             except (SpoolCorruptError, KeyError, TypeError, ValueError) as exc:
                 damaged.append(_damaged(path, exc))
                 with contextlib.suppress(ValueError):
-                    last_seq = max(last_seq, _name_parts(path.name)[0])
+                    last_seq = max(last_seq, _name_parts(path.name).seq)
                 continue
             entries.append(entry)
             last_seq = max(last_seq, entry.seq)
@@ -349,7 +410,8 @@ class Spool:
             file_path=first.path,
             first_time=entry.first_time,
             codec=entry.codec,
-            end_marker=entry.end_marker,
+            end_marker=first.end_marker or entry.end_marker,
+            others=entry.segments[1:],
         )
 
     def set_aside(self, damaged: DamagedEntry) -> None:
@@ -382,6 +444,7 @@ class Spool:
             "start": first.start,
             "end": first.end,
             "lines": entry.lines,
+            "other_files": [s.to_json() for s in entry.segments[1:]],
             "reason": reason,
             "quarantined_at": time.time(),
         }
@@ -458,13 +521,23 @@ class Spool:
         return self._entry(path, header, len(data))
 
     @staticmethod
-    def _entry(path: Path, header: dict[str, Any], size: int) -> SpoolEntry:
+    def _entry(
+        path: Path,
+        header: dict[str, Any],
+        size: int,
+        segments: tuple[Segment, ...] | None = None,
+    ) -> SpoolEntry:
+        """The entry ``header`` describes; ``segments`` when they are at hand already."""
         return SpoolEntry(
             path=path,
-            seq=_name_parts(path.name)[0],
+            seq=_name_parts(path.name).seq,
             key=str(header["key"]),
             source=str(header["source"]),
-            segments=tuple(Segment.from_json(s) for s in header["segments"]),
+            segments=(
+                tuple(Segment.from_json(s) for s in header["segments"])
+                if segments is None
+                else segments
+            ),
             records=int(header["records"]),
             body_sha256=str(header["body_sha256"]),
             uncompressed_bytes=int(header["uncompressed_bytes"]),
@@ -492,17 +565,17 @@ class Spool:
             header["end_marker"] = batch.end_marker.to_json()
         if batch.kind != "batch":
             header["kind"] = batch.kind
-        data = encode_entry(header, batch.body)
+        data = encode_entry(header, batch.body, trailer=len(batch.segments) > 1)
         with self._lock:
             seq = self._next_seq
             self._next_seq += 1
-        final = self.directory / entry_name(seq, batch.segments[0])
+        final = self.directory / entry_name(seq, batch.segments)
         tmp = self.directory / f".{final.name}.tmp"
         write_synced(tmp, data)
         tmp.replace(final)
         fsync_dir(self.directory)
         self._account(len(data), 1)
-        return self._entry(final, header, len(data))
+        return self._entry(final, header, len(data), batch.segments)
 
     def read_body(self, entry: SpoolEntry) -> bytes:
         """The entry's encoded body, checked again: the disk may have damaged it since."""
@@ -598,11 +671,22 @@ def _marker(header: dict[str, Any]) -> Marker | None:
 def _damaged(path: Path, exc: Exception) -> DamagedEntry:
     """What a damaged entry's header, or failing that its name, says it held."""
     header = exc.header if isinstance(exc, SpoolCorruptError) else None
+    if header is None:
+        # An entry of several files repeats its header at its end.
+        with contextlib.suppress(OSError, SpoolCorruptError):
+            header = decode_trailer(path.read_bytes())
     if header is not None:
         with contextlib.suppress(KeyError, IndexError, TypeError, ValueError):
             return DamagedEntry.from_header(path, str(exc), header)
     try:
-        _, fid, start, end = _name_parts(path.name)
+        name = _name_parts(path.name)
     except ValueError:
-        fid = start = end = None
-    return DamagedEntry(path=path, reason=str(exc), fingerprint_id=fid, start=start, end=end)
+        return DamagedEntry(path, str(exc), fingerprint_id=None, start=None, end=None)
+    return DamagedEntry(
+        path,
+        str(exc),
+        fingerprint_id=name.fingerprint_id,
+        start=name.start,
+        end=name.end,
+        unknown_files=name.files - 1,
+    )

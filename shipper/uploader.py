@@ -47,8 +47,21 @@ class Backoff:
 
 
 def object_metadata(entry: SpoolEntry, host: str) -> dict[str, str]:
-    """Provenance carried by every object; S3 metadata is ASCII, so the path is %-encoded."""
+    """Provenance carried by every object; S3 metadata is ASCII, so the path is %-encoded.
+
+    An object of several files also lists every file's range, as
+    ``<fingerprint>:<start>-<end>:<lines>`` joined by ``;`` (the first file's path
+    alone is there: paths would not fit in the store's 2 KB of metadata).
+    """
     first = entry.segments[0]
+    several = {}
+    if len(entry.segments) > 1:
+        several = {
+            "shipper-files": str(len(entry.segments)),
+            "shipper-segments": ";".join(
+                f"{s.fingerprint.id}:{s.start}-{s.end}:{s.lines}" for s in entry.segments
+            ),
+        }
     return {
         "shipper-source": entry.source,
         "shipper-host": host,
@@ -59,6 +72,7 @@ def object_metadata(entry: SpoolEntry, host: str) -> dict[str, str]:
         "shipper-lines": str(entry.lines),
         "shipper-records": str(entry.records),
         "shipper-sha256": entry.body_sha256,
+        **several,
     }
 
 
@@ -283,6 +297,7 @@ class Uploader:
                 "error": _shown(exc),
                 "source": entry.source,
                 "path": entry.segments[0].path,
+                "files": len(entry.segments),
                 "start": entry.segments[0].start,
                 "end": entry.segments[0].end,
             },

@@ -1,9 +1,12 @@
 import itertools
+from types import SimpleNamespace
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shipper.batching import Batch, Batcher, BatchLimits
+from shipper.daemon import PACK_SEGMENTS_BUDGET, _packs, _segment_text_len
 from shipper.processors.encoded import EncodedRecords
 from shipper.sources.fingerprint import Fingerprint
 
@@ -163,3 +166,45 @@ def test_dropped_lines_and_made_records_keep_every_range_whole(
     assert all(a.end == b.start for a, b in itertools.pairwise(batches))
     assert all(b.end > b.start for b in batches)
     assert sum(b.lines for b in batches) == inputs
+
+
+# ------------------------------------------------------- packing small files together
+
+
+def owing(ino: int, size: int, records: int) -> Any:
+    """What ``_packs`` looks at of an open file: its first owed batch."""
+    fp = Fingerprint(dev=1, ino=ino, head_len=10, head_sha256="00" * 32)
+    batch = Batch("app", fp, f"/l/{ino}.log", 0, size, bytearray(size), records, records)
+    return SimpleNamespace(unsealed=[batch])
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 400), st.integers(1, 30)), min_size=1, max_size=120),
+    st.integers(100, 2000),
+    st.integers(5, 200),
+)
+def test_packs_keep_order_and_fit_the_limits(
+    files: list[tuple[int, int]], max_bytes: int, max_records: int
+) -> None:
+    actives = [owing(n, size, records) for n, (size, records) in enumerate(files, 1)]
+    packs = list(_packs(actives, BatchLimits(max_bytes, max_records, 5.0)))
+    assert [a for pack in packs for a in pack] == actives  # each once, in order
+    for pack in packs:
+        batches = [a.unsealed[0] for a in pack]
+        described = sum(_segment_text_len(b) for b in batches)
+        fits = (
+            sum(len(b.body) for b in batches) <= max_bytes
+            and sum(b.records for b in batches) <= max_records
+            and described <= PACK_SEGMENTS_BUDGET
+        )
+        # A batch alone may be over the limits (it was cut so); packs of several fit.
+        assert fits or len(pack) == 1
+    # Nothing that would fit is left for the next pack.
+    for pack, after in itertools.pairwise(packs):
+        first = after[0].unsealed[0]
+        batches = [a.unsealed[0] for a in pack]
+        assert (
+            sum(len(b.body) for b in batches) + len(first.body) > max_bytes
+            or sum(b.records for b in batches) + first.records > max_records
+            or sum(_segment_text_len(b) for b in [*batches, first]) > PACK_SEGMENTS_BUDGET
+        )

@@ -34,6 +34,7 @@ from shipper.sources.discovery import (
     discover,
     expand,
     roots_of,
+    selected,
 )
 from shipper.sources.fingerprint import Fingerprint
 from shipper.sources.identify import find_copies, identify
@@ -194,7 +195,8 @@ def test_a_directory_swapped_for_a_symlink_after_resolving_is_not_followed(
 
     def swap_after_resolving(path: Any, *args: Any, **kwargs: Any) -> Any:
         resolved = real_realpath(path, *args, **kwargs)
-        if str(path).endswith("sub/shadow.txt"):
+        # The file's path, or its directory's (resolved alone, and cached per scan).
+        if str(path).endswith(("sub/shadow.txt", "logs/sub")) and not (tree / "moved").exists():
             (logs / "sub").rename(tree / "moved")
             (logs / "sub").symlink_to(tree / "secret")
         return resolved
@@ -263,6 +265,27 @@ def test_discover_refuses_and_reports_each_path_once(
     (logs / "evil.log").symlink_to("/etc/hostname")
     discover(sources, refusals=refusals)
     assert refusals.counters["refused_symlink_outside"] == 3
+
+
+def test_paths_named_by_events_are_judged_like_a_scan_without_a_word(
+    tree: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    logs = tree / "logs"
+    (logs / "evil.log").symlink_to("../secret/shadow.txt")
+    (logs / "alias.log").symlink_to("app.log")
+    os.mkfifo(logs / "fifo.log")
+    (logs / "dir.log").mkdir()
+    roots = roots_of(source(logs))
+    named = [("app", str(logs / n)) for n in ("evil.log", "fifo.log", "dir.log", "gone.log")]
+    named += [("app", str(logs / "app.log")), ("app", str(logs / "alias.log"))]
+    named += [("other", str(logs / "app.log"))]  # a source the roots do not know
+    caplog.set_level(logging.WARNING, logger="shipper.sources.discovery")
+    assert in_thread(lambda: selected(named, roots)) == [
+        ("app", str(logs / "app.log")),
+        ("app", str(logs / "alias.log")),
+    ]
+    # Refusals are the next full scan's to report, once.
+    assert caplog.records == []
 
 
 def test_a_flood_of_refusals_is_counted_whole_and_logged_in_part(

@@ -112,6 +112,72 @@ def test_damaged_entry_is_reported_with_its_range_not_uploaded(
     assert not entry.path.exists()
 
 
+def seal_packed(spool: Spool) -> SpoolEntry:
+    """One entry holding ranges of two files."""
+    return spool.seal(
+        EncodedBatch(
+            key="k-packed",
+            source="app",
+            segments=(
+                Segment(FP, "/l/app.log", 0, 40, 2),
+                Segment(OTHER, "/l/other.log", 0, 60, 3),
+            ),
+            records=5,
+            body=b"y" * 64,
+            body_sha256="00" * 32,
+            uncompressed_bytes=99,
+            codec="zstd",
+            first_time=1.0,
+        )
+    )
+
+
+@pytest.mark.parametrize("damage", ["intact", "truncate", "flip_body", "flip_header", "magic"])
+def test_an_entry_of_several_files_knows_every_range_when_damaged(
+    tmp_path: Path, damage: str
+) -> None:
+    spool = Spool(tmp_path)
+    spool.recover()
+    entry = seal_packed(spool)
+    assert entry.path.name.endswith("-2.entry")
+    data = bytearray(entry.path.read_bytes())
+    body_end = data.rindex(b"y" * 64) + 64
+    if damage == "truncate":
+        data = data[: body_end - 5]  # into the body: the trailer is gone too
+    elif damage == "flip_body":
+        data[body_end - 3] ^= 0xFF
+    elif damage == "flip_header":
+        data[20] ^= 0x01
+    elif damage == "magic":
+        data[0:8] = b"NOTSPOOL"
+    entry.path.write_bytes(bytes(data))
+    entries, damaged = Spool(tmp_path).recover()
+    if damage == "intact":
+        [again] = entries
+        assert again.segments == entry.segments and damaged == []
+        assert Spool(tmp_path).read_body(again) == b"y" * 64
+        return
+    [found] = damaged
+    assert entries == [] and found.unknown_files == 0
+    assert (found.fingerprint_id, found.start, found.end) == (FP.id, 0, 40)
+    assert [(s.fingerprint.id, s.start, s.end) for s in found.others] == [(OTHER.id, 0, 60)]
+
+
+def test_an_entry_of_several_files_damaged_at_both_ends_says_what_is_unknown(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(tmp_path)
+    spool.recover()
+    entry = seal_packed(spool)
+    data = bytearray(entry.path.read_bytes())
+    data[20] ^= 0x01
+    data[-1] ^= 0x01
+    entry.path.write_bytes(bytes(data))
+    [found] = Spool(tmp_path).recover()[1]
+    assert (found.fingerprint_id, found.start, found.end) == (FP.id, 0, 40)
+    assert found.others == () and found.unknown_files == 1
+
+
 def test_decode_rejects_a_bad_checksum() -> None:
     data = bytearray(encode_entry({"version": SPOOL_FORMAT_VERSION}, b"body"))
     data[-1] ^= 1

@@ -44,10 +44,18 @@ class Checkpoint:
     #: none), this one was renamed by a rotation (``app.log`` → ``app.log.1``),
     #: even where the globs still match its new name.
     origin: str = ""
+    #: Set since the state database last took it: any field set marks it, so a save
+    #: looks only at these rather than at every known file.
+    unsaved: bool = field(default=True, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.origin:
             self.origin = self.path
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if name != "unsaved":
+            object.__setattr__(self, "unsaved", True)
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {

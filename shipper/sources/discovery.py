@@ -24,6 +24,7 @@ __all__ = [
     "is_excluded",
     "real_parents",
     "roots_of",
+    "selected",
     "source_of",
     "watch_roots",
 ]
@@ -193,6 +194,36 @@ def discover(
     if refusals is not None:
         refusals.update(refused)
     return [(source, path) for path, source in found.items()]
+
+
+def directories(sources: Mapping[str, SourceSettings]) -> set[str]:
+    """The directories holding whatever the include globs match.
+
+    Only globbed, nothing judged: cheaper than :func:`discover` by a stat and a
+    real path per file, and measuring the directory of a refused name is harmless.
+    """
+    return {
+        os.path.dirname(path) or "."
+        for source in sources.values()
+        for pattern in source.include
+        for path in expand(pattern)
+    }
+
+
+def selected(
+    paths: Iterable[tuple[str, str]], roots: Mapping[str, SourceRoots]
+) -> list[tuple[str, str]]:
+    """The ``(source, path)`` pairs that are regular files where their source may read.
+
+    For paths looked at alone (change events named them): what is refused is left
+    to the next :func:`discover`, which reports it.
+    """
+    resolved: dict[str, str] = {}
+    return [
+        (source, path)
+        for source, path in paths
+        if source in roots and _judge(path, source, roots[source].allowed, resolved) == "file"
+    ]
 
 
 def _judge(

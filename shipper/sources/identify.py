@@ -56,16 +56,18 @@ def identify(
     candidates: Mapping[tuple[int, int], Sequence[Checkpoint]],
     by_head: ByHead | None = None,
     roots: Sequence[str] | None = None,
+    resolved: dict[str, str] | None = None,
 ) -> Identified | None:
     """Open ``path`` and identify it (see :func:`identify_open`).
 
     ``roots``: where the file may really be, through symlinks (see
     :func:`~shipper.confined.open_log_file`); without, ``path`` must not be a symlink.
+    ``resolved``: directories' real paths, cached for one scan.
     Returns None (nothing held open) while the file's head is still incomplete.
     Raises OSError when the file cannot be opened (vanished, permissions), and
     :class:`~shipper.errors.RefusedFileError` (an OSError) when it must not be.
     """
-    fd = open_log_file(path, roots=roots)
+    fd = open_log_file(path, roots=roots, resolved=resolved)
     try:
         found = identify_open(
             fd, fingerprint_bytes=fingerprint_bytes, candidates=candidates, by_head=by_head
