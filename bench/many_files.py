@@ -59,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sizes import parse_sized
 
 from shipper.config import Settings, load_config
-from shipper.statedb import STATE_DB_NAME, read_state, read_totals
+from shipper.state.statedb import STATE_DB_NAME, read_state, read_totals
 
 #: How often the state is polled (the daemon saves checkpoints every second).
 POLL_SECS = 0.5

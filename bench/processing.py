@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sizes import parse_sized
 
 from bench.throughput import write_lines
+from shipper.app.chain import build_chain
 from shipper.config import parse_config
-from shipper.processors.build import build_chain
-from shipper.processors.chain import Chain
+from shipper.transform.chain import Chain
 
 SAMPLE = {
     "rules": [

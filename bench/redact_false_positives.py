@@ -38,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sizes import parse_sized
 
-from shipper.processors.detectors import BUILTIN_DETECTORS
-from shipper.processors.redact import Redactor
-from shipper.processors.redact_keys import DEFAULT_SECRET_KEYS
+from shipper.transform.redact.detectors import BUILTIN_DETECTORS
+from shipper.transform.redact.redactor import Redactor
+from shipper.transform.redact.secret_keys import DEFAULT_SECRET_KEYS
 
 #: What one event adds: (level, logger, module, function, message, extras).
 Event = tuple[str, str, str, str, str, dict[str, Any]]

@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sizes import parse_sized
 
 from bench.throughput import write_lines
-from shipper.batching import Batcher, BatchLimits
-from shipper.encoding import encode_batch
-from shipper.keys import DEFAULT_KEY_TEMPLATE, compile_template
-from shipper.processors.build import build_chain
-from shipper.sources.fingerprint import Fingerprint
-from shipper.sources.tail import FileTailer
+from shipper.app.chain import build_chain
+from shipper.batch.batcher import Batcher, BatchLimits
+from shipper.batch.objectkey import DEFAULT_KEY_TEMPLATE, compile_template
+from shipper.batch.pack import pack_batch
+from shipper.files.fingerprint import Fingerprint
+from shipper.tail.tailer import FileTailer
 
 FP = Fingerprint(dev=0, ino=0, head_len=1, head_sha256="")
 KEYS = compile_template(DEFAULT_KEY_TEMPLATE)
@@ -68,7 +68,7 @@ def tail_only(path: Path, stage: str) -> tuple[int, float]:
         if stage == "tail+chain":
             continue
         for batch in batcher.add(out, 0.0):
-            sink(encode_batch(batch, keys=KEYS, codec="zstd", compression_level=3))
+            sink(pack_batch(batch, keys=KEYS, codec="zstd", compression_level=3))
     elapsed = time.perf_counter() - started
     tailer.close()
     return lines, elapsed

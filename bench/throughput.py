@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sizes import parse_sized
 
-from shipper.statedb import read_totals
+from shipper.state.statedb import read_totals
 
 MESSAGES = [
     ("INFO", "User logged in"),

@@ -24,8 +24,8 @@ from shipper.config import (
 from shipper.errors import ConfigError, ShipperError
 from shipper.exit_codes import ExitCode
 from shipper.logs import setup_logging
+from shipper.ops.status import fetch_status, render_table, status_url
 from shipper.redact_output import output_scrubber
-from shipper.status import fetch_status, render_table, status_url
 
 log = logging.getLogger("shipper")
 
@@ -111,7 +111,9 @@ def _run(args: argparse.Namespace, *, one_shot: bool = False) -> ExitCode:
         for problem in exc.problems:
             log.error("invalid config", extra={"problem": str(problem)})
         return ExitCode.CONFIG_INVALID
-    from shipper.daemon import Daemon  # the daemon pulls in boto3; check-config does not need it
+    from shipper.app.daemon import (
+        Daemon,  # the daemon pulls in boto3; check-config does not need it
+    )
 
     previous: Settings | None = None
     try:

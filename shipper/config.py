@@ -44,17 +44,17 @@ from types import MappingProxyType
 from typing import Any, Literal, cast, get_args
 from urllib.parse import urlsplit
 
+from shipper.batch.objectkey import DEFAULT_KEY_TEMPLATE, KeyTemplateError, compile_template
 from shipper.errors import ConfigError, ConfigProblem
-from shipper.keys import DEFAULT_KEY_TEMPLATE, KeyTemplateError, compile_template
-from shipper.processors.detectors import (
+from shipper.redact_output import OutputScrubber
+from shipper.transform.redact.detectors import (
     DETECTOR_NAMES,
     Detector,
     LinearRegexError,
     compile_linear,
 )
-from shipper.processors.redact_keys import DEFAULT_SECRET_KEYS, RedactAction, normalise_key
-from shipper.processors.sample import LEVELS, CapLimit, FieldCondition, SampleRule
-from shipper.redact_output import OutputScrubber
+from shipper.transform.redact.secret_keys import DEFAULT_SECRET_KEYS, RedactAction, normalise_key
+from shipper.transform.sample import LEVELS, CapLimit, FieldCondition, SampleRule
 from shipper.units import GiB, KiB, MiB, format_size, parse_size
 
 if sys.version_info >= (3, 11):
@@ -191,7 +191,7 @@ class SinkSettings:
     codec: Codec = "zstd"
     compression_level: int = 3
     upload_concurrency: int = 4
-    #: Under ``prefix``; see :mod:`shipper.keys` for the fields and the checks.
+    #: Under ``prefix``; see :mod:`shipper.batch.objectkey` for the fields and the checks.
     key_template: str = DEFAULT_KEY_TEMPLATE
     #: Static fields for the key template, e.g. ``{ env = "prod" }``.
     key_fields: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))

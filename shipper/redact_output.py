@@ -10,7 +10,7 @@ Two kinds of text are hidden wherever they appear:
 - every value the config expanded from the environment (``${VAR}``): whatever
   the variable held is taken for a secret and shown as ``[value of ${VAR}]``.
 
-Records are not touched here: their redaction is :mod:`shipper.processors.redact`.
+Records are not touched here: their redaction is :mod:`shipper.transform.redact.redactor`.
 """
 
 from __future__ import annotations

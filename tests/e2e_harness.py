@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import orjson
 
 from shipper.exit_codes import ExitCode
-from shipper.statedb import read_totals
+from shipper.state.statedb import read_totals
 from tests.support.daemon import ShipperProcess
 from tests.support.producers import run_writer
 from tests.support.seaweed import SeaweedServer

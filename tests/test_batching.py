@@ -5,10 +5,10 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shipper.batching import Batch, Batcher, BatchLimits
-from shipper.daemon import PACK_SEGMENTS_BUDGET, _packs, _segment_text_len
-from shipper.processors.encoded import EncodedRecords
-from shipper.sources.fingerprint import Fingerprint
+from shipper.app.daemon import PACK_SEGMENTS_BUDGET, _packs, _segment_text_len
+from shipper.batch.batcher import Batch, Batcher, BatchLimits
+from shipper.files.fingerprint import Fingerprint
+from shipper.transform.records import NdjsonRecords
 
 FP = Fingerprint(dev=1, ino=2, head_len=10, head_sha256="00" * 32)
 
@@ -23,8 +23,8 @@ def make(max_bytes: int = 100, max_records: int = 1000, max_age: float = 5.0) ->
     )
 
 
-def encoded(records: list[bytes], ends: list[int], times: list[float]) -> EncodedRecords:
-    out = EncodedRecords()
+def encoded(records: list[bytes], ends: list[int], times: list[float]) -> NdjsonRecords:
+    out = NdjsonRecords()
     for record, end, when in zip(records, ends, times, strict=True):
         out.add(record, end, when)
     return out
@@ -139,7 +139,7 @@ def test_dropped_lines_and_made_records_keep_every_range_whole(
     kinds: list[str], max_bytes: int, max_records: int
 ) -> None:
     """Sampled-out lines (no bytes) are covered; a summary never starts an empty range."""
-    out = EncodedRecords()
+    out = NdjsonRecords()
     end = 0
     expected_body = b""
     inputs = 0

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shipper.app.chain import build_chain
 from shipper.config import parse_config
-from shipper.processors.build import build_chain
-from shipper.processors.chain import Chain
-from shipper.processors.encoded import EncodedRecords
+from shipper.transform.chain import Chain
+from shipper.transform.records import NdjsonRecords
 
 
 def chain_for(environ: dict[str, str] | None = None, **tables: Any) -> Chain:
@@ -36,7 +36,7 @@ def chain_for(environ: dict[str, str] | None = None, **tables: Any) -> Chain:
     )
 
 
-def run(chain: Chain, lines: Sequence[bytes], **kwargs: Any) -> EncodedRecords:
+def run(chain: Chain, lines: Sequence[bytes], **kwargs: Any) -> NdjsonRecords:
     ends, end = [], kwargs.get("start", 0)
     for line in lines:
         end += len(line) + 1
@@ -44,7 +44,7 @@ def run(chain: Chain, lines: Sequence[bytes], **kwargs: Any) -> EncodedRecords:
     return chain.run(list(lines), ends, read_time=1_700_000_000.0, **kwargs)
 
 
-def records(out: EncodedRecords) -> list[dict[str, Any]]:
+def records(out: NdjsonRecords) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in bytes(out.data).splitlines()]
 
 

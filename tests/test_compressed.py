@@ -11,10 +11,10 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shipper.sources.checkpoints import Checkpoint
-from shipper.sources.compressed import DecompressedStream, find_compressed, is_compressed
-from shipper.sources.identify import identify
-from shipper.sources.markers import marker_of
+from shipper.files.markers import marker_of
+from shipper.tail.checkpoints import Checkpoint
+from shipper.tail.compressed import DecompressedStream, find_compressed, is_compressed
+from shipper.tail.identify import identify
 
 DATA = b"".join(b'{"seq": %d, "msg": "some words"}\n' % i for i in range(20_000))
 COMPRESS = {

@@ -19,7 +19,9 @@ import pytest
 import zstandard
 
 from shipper.errors import DecompressionRefusedError
-from shipper.retention import (
+from shipper.files.fingerprint import Fingerprint, head_of
+from shipper.files.markers import marker_of
+from shipper.housekeeping.retention import (
     DiskUsage,
     RotatedFile,
     StreamFacts,
@@ -28,9 +30,9 @@ from shipper.retention import (
     read_stream,
     survey,
 )
-from shipper.shipped import ShippedIndex
-from shipper.sources.checkpoints import Checkpoint
-from shipper.sources.compressed import (
+from shipper.state.delivered import ShippedIndex
+from shipper.tail.checkpoints import Checkpoint
+from shipper.tail.compressed import (
     DECODER_MEMORY_BYTES,
     MAX_EXPANSION_RATIO,
     RATIO_CHECKED_AFTER_BYTES,
@@ -41,8 +43,6 @@ from shipper.sources.compressed import (
     check_expansion,
     find_compressed,
 )
-from shipper.sources.fingerprint import Fingerprint, head_of
-from shipper.sources.markers import marker_of
 from tests.support.bombs import write_bomb
 
 CODECS = (".gz", ".bz2", ".xz", ".zst")

@@ -16,12 +16,12 @@ from typing import Any
 import orjson
 import pytest
 
+from shipper.app.daemon import Daemon
+from shipper.batch.pack import PackedBatch
 from shipper.config import MultilineSettings, parse_config
-from shipper.daemon import Daemon
-from shipper.encoding import EncodedBatch
 from shipper.exit_codes import ExitCode
-from shipper.spool import SpoolEntry
-from shipper.statedb import read_state, read_totals
+from shipper.spool.spool import SpoolEntry
+from shipper.state.statedb import read_state, read_totals
 from tests.support.store import assert_exact, dir_seqs
 
 
@@ -79,7 +79,7 @@ def test_failed_spool_writes_are_retried_in_order_without_a_hole(tmp_path: Path)
     real_seal = daemon.spool.seal
     failures = {"left": 5}
 
-    def seal_with_disk_full(batch: EncodedBatch) -> SpoolEntry:
+    def seal_with_disk_full(batch: PackedBatch) -> SpoolEntry:
         if failures["left"] > 0:
             failures["left"] -= 1
             raise OSError(errno.ENOSPC, "No space left on device")

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
+from shipper.deliver.sinks.base import ObjectToPut, PutOutcome
+from shipper.deliver.sinks.directory import DirectorySink
 from shipper.errors import SinkError
-from shipper.sinks.base import ObjectToPut, PutOutcome
-from shipper.sinks.directory import DirectorySink
 
 
 def test_put_is_atomic_and_never_overwrites(tmp_path: Path) -> None:

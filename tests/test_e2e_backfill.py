@@ -11,7 +11,7 @@ import pytest
 import zstandard
 
 from shipper.exit_codes import ExitCode
-from shipper.statedb import read_totals
+from shipper.state.statedb import read_totals
 from tests.e2e_harness import Shipping
 from tests.support.daemon import ShipperProcess, run_cli
 from tests.support.store import assert_exact, dir_seqs, wait_for

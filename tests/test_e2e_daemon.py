@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from shipper.exit_codes import ExitCode
-from shipper.statedb import read_totals
+from shipper.state.statedb import read_totals
 from tests.e2e_harness import Shipping
 from tests.support.daemon import PROJECT_ROOT, ShipperProcess, run_cli
 from tests.support.producers import run_writer, start_writer, wait_writer

@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from shipper.exit_codes import ExitCode
-from shipper.statedb import read_totals
+from shipper.state.statedb import read_totals
 from tests.e2e_harness import Shipping
 from tests.support.faultproxy import FaultProxy
 from tests.support.producers import run_writer, start_writer, wait_writer

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shipper.statedb import read_state
+from shipper.state.statedb import read_state
 from tests.e2e_harness import Shipping
 from tests.support.store import s3_keys, wait_for
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from shipper.exit_codes import ExitCode
-from shipper.statedb import read_state
+from shipper.state.statedb import read_state
 from tests.e2e_harness import Shipping
 from tests.support.producers import run_writer, start_writer, wait_writer
 from tests.support.seaweed import SeaweedServer

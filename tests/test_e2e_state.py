@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from shipper.exit_codes import ExitCode
-from shipper.statedb import read_state, read_totals
+from shipper.state.statedb import read_state, read_totals
 from tests.e2e_harness import Shipping
 from tests.support.daemon import PROJECT_ROOT
 from tests.support.history import add_history, dir_size

@@ -8,7 +8,7 @@ import socket
 import orjson
 import pytest
 
-from shipper.health import HealthError, HealthServer, Readiness
+from shipper.ops.health import HealthError, HealthServer, Readiness
 
 
 async def request(port: int, raw: bytes) -> tuple[int, bytes]:
@@ -63,7 +63,7 @@ def test_an_address_in_use_is_a_clear_error() -> None:
 
 
 def test_status_url_and_table() -> None:
-    from shipper.status import render_table, status_url
+    from shipper.ops.status import render_table, status_url
 
     assert status_url("0.0.0.0", 8686) == "http://127.0.0.1:8686/status"
     assert status_url("::", 1) == "http://[::1]:1/status"

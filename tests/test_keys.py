@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shipper.keys import DEFAULT_KEY_TEMPLATE, KeyTemplateError, compile_template
+from shipper.batch.objectkey import DEFAULT_KEY_TEMPLATE, KeyTemplateError, compile_template
 
 T = datetime(2026, 11, 25, 13, 7, 9, tzinfo=timezone.utc).timestamp()
 

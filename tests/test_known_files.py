@@ -5,10 +5,10 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shipper.sources.checkpoints import Checkpoint
-from shipper.sources.fingerprint import Fingerprint
-from shipper.sources.known import KnownFiles, WaitingFiles
-from shipper.sources.markers import Marker
+from shipper.files.fingerprint import Fingerprint
+from shipper.files.markers import Marker
+from shipper.tail.checkpoints import Checkpoint
+from shipper.tail.known import KnownFiles, WaitingFiles
 
 
 def checkpoint(ino: int, head: str, *, marked: bool = True, offset: int = 10) -> Checkpoint:

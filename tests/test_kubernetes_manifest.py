@@ -21,7 +21,7 @@ from kubernetes_validate import utils as kubernetes_schemas  # type: ignore[impo
 from packaging.version import Version
 
 from shipper.config import DEFAULT_CONFIG_PATH, Settings, load_config
-from shipper.processors.enrich import KUBERNETES_ENV
+from shipper.transform.enrich import KUBERNETES_ENV
 from tests.support.daemon import PROJECT_ROOT, run_cli
 from tests.test_container import image_user
 

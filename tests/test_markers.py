@@ -10,9 +10,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shipper.sources.checkpoints import Checkpoint
-from shipper.sources.identify import Identified, copies_found_together, identify, still_a_copy
-from shipper.sources.markers import (
+from shipper.files.markers import (
     MARKER_BYTES,
     MARKERS_KEPT,
     Marker,
@@ -21,6 +19,8 @@ from shipper.sources.markers import (
     marker_of,
     remember,
 )
+from shipper.tail.checkpoints import Checkpoint
+from shipper.tail.identify import Identified, copies_found_together, identify, still_a_copy
 
 BANNER = b"service starting\n"
 

@@ -2,8 +2,8 @@ import time
 
 import pytest
 
-from shipper.sources.multiline import LineJoiner, start_rule
-from shipper.sources.tail import LineChunk
+from shipper.tail.multiline import LineJoiner, start_rule
+from shipper.tail.tailer import LineChunk
 
 TRACEBACK_LOG = [
     b"2026-11-25 10:00:00,001 - app - INFO - started",

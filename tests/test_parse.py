@@ -1,8 +1,8 @@
 from datetime import datetime, timezone
 
-from shipper.processors.chain import Chain, DropRecord
-from shipper.processors.enrich import Enrich
-from shipper.processors.parse import parse_line, record_time
+from shipper.transform.chain import Chain, DropRecord
+from shipper.transform.enrich import Enrich
+from shipper.transform.parse import parse_line, record_time
 
 
 def test_json_object_is_the_record() -> None:

@@ -6,9 +6,9 @@ from typing import Any
 import orjson
 import pytest
 
-from shipper.processors.detectors import BUILTIN_DETECTORS, card_number_ok, luhn_ok
-from shipper.processors.redact import MASK, Redactor
-from shipper.processors.redact_keys import DEFAULT_SECRET_KEYS, KeyRules, normalise_key
+from shipper.transform.redact.detectors import BUILTIN_DETECTORS, card_number_ok, luhn_ok
+from shipper.transform.redact.redactor import MASK, Redactor
+from shipper.transform.redact.secret_keys import DEFAULT_SECRET_KEYS, KeyRules, normalise_key
 
 SECRET = "hunter2-very-secret-value"
 HASH_KEY = b"k" * 32
@@ -233,7 +233,7 @@ def test_a_key_block_never_closed_ends_at_the_first_line_that_is_not_base64() ->
 def test_custom_detector_with_a_secret_group() -> None:
     import re
 
-    from shipper.processors.detectors import Detector
+    from shipper.transform.redact.detectors import Detector
 
     r = Redactor(
         keys={},

@@ -25,9 +25,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from shipper.processors.detectors import BUILTIN_DETECTORS, card_number_ok, luhn_ok
-from shipper.processors.redact import Redactor
-from shipper.processors.redact_keys import DEFAULT_SECRET_KEYS, RedactAction, normalise_key
+from shipper.transform.redact.detectors import BUILTIN_DETECTORS, card_number_ok, luhn_ok
+from shipper.transform.redact.redactor import Redactor
+from shipper.transform.redact.secret_keys import DEFAULT_SECRET_KEYS, RedactAction, normalise_key
 
 ACTIONS: tuple[RedactAction, ...] = ("mask", "hash", "partial", "remove")
 PEM_MASK = "[REDACTED:private_key]"
@@ -382,7 +382,7 @@ def test_the_pre_check_never_skips_a_line_the_full_search_would_change(
     lines: list[bytes],
 ) -> None:
     """Lines the one-pass pre-check rules out come out as the full search leaves them."""
-    from shipper.processors.build import build_chain
+    from shipper.app.chain import build_chain
 
     fast = build_chain(host="h", environ={})
     slow = build_chain(host="h", environ={})

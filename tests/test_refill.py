@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from shipper import refill
-from shipper.shipped import ShippedIndex
-from shipper.sources.checkpoints import Checkpoint
-from shipper.sources.fingerprint import Fingerprint
-from shipper.sources.markers import Marker, marker_of
-from shipper.spool import DamagedEntry, Segment, SpoolEntry
+from shipper.batch.segment import Segment
+from shipper.files.fingerprint import Fingerprint
+from shipper.files.markers import Marker, marker_of
+from shipper.spool import refill
+from shipper.spool.spool import DamagedEntry, SpoolEntry
+from shipper.state.delivered import ShippedIndex
+from shipper.tail.checkpoints import Checkpoint
 
 LINES = [b'{"seq": %d, "msg": "words"}' % i for i in range(1000)]
 DATA = b"".join(line + b"\n" for line in LINES)

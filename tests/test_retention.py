@@ -14,11 +14,13 @@ import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shipper.gaps import encode_gap
-from shipper.keys import compile_template, is_gap_key
-from shipper.recovery import resume_positions
-from shipper.refill import plan
-from shipper.retention import (
+from shipper.app.recover import resume_positions
+from shipper.batch.objectkey import compile_template, is_gap_key
+from shipper.batch.segment import Segment
+from shipper.files.fingerprint import Fingerprint, head_of
+from shipper.files.markers import Marker, marker_of
+from shipper.housekeeping.gaps import encode_gap
+from shipper.housekeeping.retention import (
     DiskUsage,
     Loss,
     RotatedFile,
@@ -26,11 +28,10 @@ from shipper.retention import (
     measure_loss,
     survey,
 )
-from shipper.shipped import ShippedFile, ShippedIndex
-from shipper.sources.checkpoints import Checkpoint
-from shipper.sources.fingerprint import Fingerprint, head_of
-from shipper.sources.markers import Marker, marker_of
-from shipper.spool import DamagedEntry, Segment, SpoolEntry
+from shipper.spool.refill import plan
+from shipper.spool.spool import DamagedEntry, SpoolEntry
+from shipper.state.delivered import ShippedFile, ShippedIndex
+from shipper.tail.checkpoints import Checkpoint
 
 LINES = b"".join(b'{"seq": %d, "msg": "hello"}\n' % i for i in range(200))
 

@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shipper.processors.sample import CapLimit, FieldCondition, Sampler, SampleRule, key_fraction
+from shipper.transform.sample import CapLimit, FieldCondition, Sampler, SampleRule, key_fraction
 
 
 def sampler(*rules: SampleRule, cap: CapLimit | None = None, **kwargs: Any) -> Sampler:

@@ -3,11 +3,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from shipper.encoding import EncodedBatch
+from shipper.batch.pack import PackedBatch
 from shipper.errors import SpoolCorruptError
-from shipper.sources.checkpoints import Checkpoint, CheckpointStore
-from shipper.sources.fingerprint import Fingerprint
-from shipper.spool import (
+from shipper.files.fingerprint import Fingerprint
+from shipper.spool.spool import (
     SPOOL_FORMAT_VERSION,
     Segment,
     Spool,
@@ -15,6 +14,7 @@ from shipper.spool import (
     decode_entry,
     encode_entry,
 )
+from shipper.tail.checkpoints import Checkpoint, CheckpointStore
 
 FP = Fingerprint(dev=1, ino=2, head_len=10, head_sha256="ab" * 32)
 OTHER = Fingerprint(dev=1, ino=3, head_len=10, head_sha256="cd" * 32)
@@ -24,7 +24,7 @@ def seal(
     spool: Spool, start: int, end: int, fp: Fingerprint = FP, body: bytes = b"zzz"
 ) -> SpoolEntry:
     return spool.seal(
-        EncodedBatch(
+        PackedBatch(
             key=f"k-{start}-{end}",
             source="app",
             segments=(Segment(fp, "/l/app.log", start, end, 3),),
@@ -115,7 +115,7 @@ def test_damaged_entry_is_reported_with_its_range_not_uploaded(
 def seal_packed(spool: Spool) -> SpoolEntry:
     """One entry holding ranges of two files."""
     return spool.seal(
-        EncodedBatch(
+        PackedBatch(
             key="k-packed",
             source="app",
             segments=(

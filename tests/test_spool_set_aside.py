@@ -11,16 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from shipper import dirs
-from shipper import spool as spool_module
-from shipper.encoding import EncodedBatch
-from shipper.metrics import Metrics
-from shipper.sinks import directory as directory_sink
-from shipper.sinks.base import ObjectToPut, PutOutcome
-from shipper.sinks.directory import DirectorySink
-from shipper.sources.fingerprint import Fingerprint
-from shipper.spool import DamagedEntry, Segment, SetAsideBound, Spool, SpoolEntry
-from shipper.status import FileStatus
+from shipper.batch.pack import PackedBatch
+from shipper.batch.segment import Segment
+from shipper.deliver.sinks import directory as directory_sink
+from shipper.deliver.sinks.base import ObjectToPut, PutOutcome
+from shipper.deliver.sinks.directory import DirectorySink
+from shipper.files import dirs
+from shipper.files.fingerprint import Fingerprint
+from shipper.ops.metrics import Metrics
+from shipper.ops.status import FileStatus
+from shipper.spool import spool as spool_module
+from shipper.spool.spool import DamagedEntry, SetAsideBound, Spool, SpoolEntry
 
 FP = Fingerprint(dev=1, ino=2, head_len=10, head_sha256="ab" * 32)
 UNBOUNDED = SetAsideBound(max_bytes=1 << 40, max_age_secs=1e9)
@@ -29,7 +30,7 @@ DAY = 86400.0
 
 def seal(spool: Spool, start: int, body: bytes = b"z" * 1000) -> SpoolEntry:
     return spool.seal(
-        EncodedBatch(
+        PackedBatch(
             key=f"k-{start}",
             source="app",
             segments=(Segment(FP, "/l/app.log", start, start + 10, 3),),
@@ -79,7 +80,7 @@ def test_quarantine_keeps_within_its_size_dropping_the_oldest(
     for start, days_ago in ((0, 3), (10, 2)):
         spool.quarantine(seal(spool, start), reason="HTTP 400 InvalidArgument")
         age(quarantine, days=days_ago)  # set aside one after the other
-    with caplog.at_level(logging.WARNING, logger="shipper.spool"):
+    with caplog.at_level(logging.WARNING, logger="shipper.spool.spool"):
         spool.quarantine(seal(spool, 20), reason="HTTP 400 InvalidArgument")
         spool.quarantine(seal(spool, 30), reason="HTTP 400 InvalidArgument")
     # Two entries are kept, each with its reason; the two oldest went.
@@ -261,7 +262,7 @@ def test_a_failure_to_prune_does_not_undo_the_quarantine(
         raise PermissionError(13, "Permission denied", str(directory))
 
     monkeypatch.setattr(spool_module, "_set_aside_items", unreadable)
-    with caplog.at_level(logging.WARNING, logger="shipper.spool"):
+    with caplog.at_level(logging.WARNING, logger="shipper.spool.spool"):
         target = spool.quarantine(seal(spool, 10), reason="rejected")
     assert target.exists() and spool.entry_count == 0
     assert "cannot prune set-aside spool entries" in caplog.text

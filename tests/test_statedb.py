@@ -11,17 +11,18 @@ from pathlib import Path
 import orjson
 import pytest
 
-from shipper.encoding import EncodedBatch
+from shipper.app.recover import resume_positions
+from shipper.batch.pack import PackedBatch
+from shipper.batch.segment import Segment
+from shipper.deliver.ledger import Ledger
 from shipper.errors import StateError
-from shipper.ledger import Ledger
-from shipper.recovery import resume_positions
-from shipper.shipped import ShippedIndex
-from shipper.sources.checkpoints import Checkpoint
-from shipper.sources.fingerprint import Fingerprint
-from shipper.sources.markers import Marker
-from shipper.spool import Segment, Spool, SpoolEntry
-from shipper.state_migration import migrate_legacy_state
-from shipper.statedb import StateDB, Totals, read_state, read_totals
+from shipper.files.fingerprint import Fingerprint
+from shipper.files.markers import Marker
+from shipper.spool.spool import Spool, SpoolEntry
+from shipper.state.delivered import ShippedIndex
+from shipper.state.migration import migrate_legacy_state
+from shipper.state.statedb import StateDB, Totals, read_state, read_totals
+from shipper.tail.checkpoints import Checkpoint
 
 FP = Fingerprint(dev=1, ino=2, head_len=10, head_sha256="ab" * 32)
 OTHER = Fingerprint(dev=1, ino=3, head_len=10, head_sha256="cd" * 32)
@@ -37,7 +38,7 @@ def opened(tmp_path: Path) -> StateDB:
 
 def seal(spool: Spool, start: int, end: int, fp: Fingerprint = FP) -> SpoolEntry:
     return spool.seal(
-        EncodedBatch(
+        PackedBatch(
             key=f"k-{fp.ino}-{start}-{end}",
             source="app",
             segments=(Segment(fp, "/l/app.log", start, end, 2),),

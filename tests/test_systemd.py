@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from shipper.exit_codes import ExitCode
-from shipper.sdnotify import Notifier
+from shipper.ops.sdnotify import Notifier
 from tests.e2e_harness import Shipping
 from tests.support.daemon import PROJECT_ROOT, ShipperProcess
 from tests.support.producers import run_writer

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shipper.sources.checkpoints import Checkpoint
-from shipper.sources.fingerprint import Fingerprint, head_of
-from shipper.sources.identify import end_of_last_line, identify
-from shipper.sources.tail import FileTailer
+from shipper.files.fingerprint import Fingerprint, head_of
+from shipper.tail.checkpoints import Checkpoint
+from shipper.tail.identify import end_of_last_line, identify
+from shipper.tail.tailer import FileTailer
 
 
 def open_tailer(path: Path, chunk: int = 8, offset: int = 0, max_line: int = 1 << 20) -> FileTailer:

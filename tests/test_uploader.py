@@ -13,16 +13,17 @@ from pathlib import Path
 import orjson
 import pytest
 
-from shipper.encoding import EncodedBatch
+from shipper.batch.pack import PackedBatch
+from shipper.batch.segment import Segment
+from shipper.deliver.ledger import Ledger
+from shipper.deliver.sinks.base import ObjectToPut, PutOutcome
+from shipper.deliver.sinks.s3 import failure_kind
+from shipper.deliver.uploader import QUARANTINE_IN_A_ROW, Backoff, Uploader
 from shipper.errors import FailureKind, SinkError
-from shipper.ledger import Ledger
-from shipper.shipped import ShippedIndex
-from shipper.sinks.base import ObjectToPut, PutOutcome
-from shipper.sinks.s3 import failure_kind
-from shipper.sources.fingerprint import Fingerprint
-from shipper.spool import Segment, Spool, SpoolEntry
-from shipper.statedb import StateDB
-from shipper.uploader import QUARANTINE_IN_A_ROW, Backoff, Uploader
+from shipper.files.fingerprint import Fingerprint
+from shipper.spool.spool import Spool, SpoolEntry
+from shipper.state.delivered import ShippedIndex
+from shipper.state.statedb import StateDB
 
 FP = Fingerprint(dev=1, ino=2, head_len=10, head_sha256="ab" * 32)
 
@@ -51,7 +52,7 @@ class ScriptedStore:
 
 def seal(spool: Spool, key: str, start: int) -> SpoolEntry:
     return spool.seal(
-        EncodedBatch(
+        PackedBatch(
             key=key,
             source="app",
             segments=(Segment(FP, "/l/app.log", start, start + 10, 1),),

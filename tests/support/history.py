@@ -15,12 +15,13 @@ import os
 import time
 from pathlib import Path
 
-from shipper.shipped import ShippedIndex
-from shipper.sources.checkpoints import Checkpoint
-from shipper.sources.fingerprint import Fingerprint
-from shipper.sources.markers import Marker
-from shipper.spool import Segment, SpoolEntry
-from shipper.statedb import STATE_DB_NAME, StateDB
+from shipper.batch.segment import Segment
+from shipper.files.fingerprint import Fingerprint
+from shipper.files.markers import Marker
+from shipper.spool.spool import SpoolEntry
+from shipper.state.delivered import ShippedIndex
+from shipper.state.statedb import STATE_DB_NAME, StateDB
+from shipper.tail.checkpoints import Checkpoint
 
 #: Far above any inode of the test's own files, on a device no file is on.
 _FIRST_INODE = 1 << 40

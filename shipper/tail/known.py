@@ -1,0 +1,173 @@
+"""The known files: checkpoints by fingerprint id, with the indexes a scan looks them up by.
+
+A scan asks "which known files were on this (device, inode)?" and "which start with
+these bytes?" for every file it looks at. With 100,000 files known, building those
+indexes per scan cost more than the scan itself; they are kept up to date as
+checkpoints come and go instead.
+"""
+
+from __future__ import annotations
+
+__all__ = ["KnownFiles", "MarkedByHead", "WaitingFiles"]
+
+import itertools
+from collections import Counter
+from collections.abc import (
+    ItemsView,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+    ValuesView,
+)
+from types import MappingProxyType
+from typing import TypeVar
+
+from shipper.files.durable import InodeKey
+from shipper.tail.checkpoints import Checkpoint
+
+K = TypeVar("K")
+
+
+class MarkedByHead(Mapping[str, Sequence[Checkpoint]]):
+    """Known files by first-bytes checksum, only those with markers.
+
+    Markers are added as a file is read, so they are filtered at lookup time.
+    """
+
+    def __init__(self, by_head: Mapping[str, tuple[Checkpoint, ...]]) -> None:
+        self._by_head = by_head
+
+    def __getitem__(self, head: str) -> Sequence[Checkpoint]:
+        marked = [c for c in self._by_head[head] if c.markers]
+        if not marked:
+            raise KeyError(head)
+        return marked
+
+    def __iter__(self) -> Iterator[str]:
+        return (head for head in self._by_head if head in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class KnownFiles(MutableMapping[str, Checkpoint]):
+    """Checkpoints by fingerprint id, indexed by inode and by first-bytes checksum.
+
+    A checkpoint's fingerprint never changes (a new generation is a new checkpoint),
+    so the indexes follow from adding and removing entries.
+    """
+
+    def __init__(self, checkpoints: Mapping[str, Checkpoint] | None = None) -> None:
+        self._by_id: dict[str, Checkpoint] = {}
+        self._by_inode: dict[InodeKey, tuple[Checkpoint, ...]] = {}
+        self._by_head: dict[str, tuple[Checkpoint, ...]] = {}
+        for fid, checkpoint in (checkpoints or {}).items():
+            self[fid] = checkpoint
+
+    def __getitem__(self, fid: str) -> Checkpoint:
+        return self._by_id[fid]
+
+    def __setitem__(self, fid: str, checkpoint: Checkpoint) -> None:
+        if fid in self._by_id:
+            del self[fid]
+        self._by_id[fid] = checkpoint
+        fp = checkpoint.fingerprint
+        inode = (fp.dev, fp.ino)
+        self._by_inode[inode] = (*self._by_inode.get(inode, ()), checkpoint)
+        self._by_head[fp.head_sha256] = (*self._by_head.get(fp.head_sha256, ()), checkpoint)
+
+    def __delitem__(self, fid: str) -> None:
+        checkpoint = self._by_id.pop(fid)
+        fp = checkpoint.fingerprint
+        _drop(self._by_inode, (fp.dev, fp.ino), checkpoint)
+        _drop(self._by_head, fp.head_sha256, checkpoint)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_id)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __contains__(self, fid: object) -> bool:
+        return fid in self._by_id
+
+    # The mixins' versions go through ``__getitem__`` per entry: these are looped over
+    # all known files every second.
+    def items(self) -> ItemsView[str, Checkpoint]:
+        return self._by_id.items()
+
+    def values(self) -> ValuesView[Checkpoint]:
+        return self._by_id.values()
+
+    def get(self, fid: str, default: Checkpoint | None = None) -> Checkpoint | None:  # type: ignore[override]
+        return self._by_id.get(fid, default)
+
+    def on_inode(self, inode: InodeKey) -> tuple[Checkpoint, ...]:
+        return self._by_inode.get(inode, ())
+
+    def index(
+        self, *, snapshot: bool = True
+    ) -> tuple[Mapping[InodeKey, Sequence[Checkpoint]], MarkedByHead]:
+        """Both indexes, for one scan.
+
+        A scan of everything iterates them in a thread while the reader adds
+        checkpoints: it gets a snapshot (a shallow copy, of immutable tuples). A scan
+        of a few paths only looks keys up, each an atomic read of a tuple: it gets
+        read-only views, and is spared copying 100,000 entries to look at ten.
+        """
+        if snapshot:
+            return dict(self._by_inode), MarkedByHead(dict(self._by_head))
+        return MappingProxyType(self._by_inode), MarkedByHead(MappingProxyType(self._by_head))
+
+
+def _drop(index: dict[K, tuple[Checkpoint, ...]], key: K, checkpoint: Checkpoint) -> None:
+    left = tuple(c for c in index[key] if c is not checkpoint)
+    if left:
+        index[key] = left
+    else:
+        del index[key]
+
+
+class WaitingFiles:
+    """Files found but not opened for want of a slot, in the order they were found.
+
+    Kept by path (what a scan finds) and counted by inode (what lookups ask about).
+    """
+
+    __slots__ = ("_by_path", "_inodes")
+
+    def __init__(self) -> None:
+        self._by_path: dict[str, tuple[str, InodeKey]] = {}
+        self._inodes: Counter[InodeKey] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._by_path)
+
+    def holds(self, inode: InodeKey) -> bool:
+        return inode in self._inodes
+
+    def inodes(self) -> set[InodeKey]:
+        return set(self._inodes)
+
+    def first(self, count: int) -> list[tuple[str, str]]:
+        """``(source, path)`` of the first ``count`` in line."""
+        chosen = itertools.islice(self._by_path.items(), max(0, count))
+        return [(source, path) for path, (source, _) in chosen]
+
+    def replace(self, waiting: Mapping[str, tuple[str, InodeKey]]) -> None:
+        """After a scan of everything: exactly these wait."""
+        self._by_path = dict(waiting)
+        self._inodes = Counter(inode for _, inode in waiting.values())
+
+    def update(self, looked_at: Iterable[str], waiting: Mapping[str, tuple[str, InodeKey]]) -> None:
+        """After a scan of a few paths: of those, these wait (the others do not)."""
+        for path in looked_at:
+            was = self._by_path.pop(path, None)
+            if was is not None:
+                self._inodes[was[1]] -= 1
+                if not self._inodes[was[1]]:
+                    del self._inodes[was[1]]
+        self._by_path.update(waiting)
+        self._inodes.update(inode for _, inode in waiting.values())
