@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 from sizes import parse_sized  # noqa: E402
 
+from shipper.batch.segment import Segment  # noqa: E402
 from shipper.files.fingerprint import Fingerprint  # noqa: E402
-from shipper.spool.spool import Segment  # noqa: E402
 from shipper.state.statedb import read_state, read_totals  # noqa: E402
 from tests.support.history import add_history, dir_size  # noqa: E402
 

@@ -5,9 +5,9 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shipper.app.daemon import PACK_SEGMENTS_BUDGET, _packs, _segment_text_len
 from shipper.batch.batcher import Batch, Batcher, BatchLimits
 from shipper.files.fingerprint import Fingerprint
+from shipper.spool.sealer import PACK_SEGMENTS_BUDGET, _packs, _segment_text_len
 from shipper.transform.records import NdjsonRecords
 
 FP = Fingerprint(dev=1, ino=2, head_len=10, head_sha256="00" * 32)

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from shipper.files.markers import marker_of
 from shipper.tail.checkpoints import Checkpoint
-from shipper.tail.compressed import DecompressedStream, find_compressed, is_compressed
+from shipper.tail.compressed import find_compressed
+from shipper.tail.decompress import DecompressedStream, is_compressed
 from shipper.tail.identify import identify
 
 DATA = b"".join(b'{"seq": %d, "msg": "some words"}\n' % i for i in range(20_000))

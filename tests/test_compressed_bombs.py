@@ -32,16 +32,14 @@ from shipper.housekeeping.retention import (
 )
 from shipper.state.delivered import ShippedIndex
 from shipper.tail.checkpoints import Checkpoint
-from shipper.tail.compressed import (
+from shipper.tail.compressed import CompressedFileTailer, RefusedFiles, find_compressed
+from shipper.tail.decompress import (
     DECODER_MEMORY_BYTES,
     MAX_EXPANSION_RATIO,
     RATIO_CHECKED_AFTER_BYTES,
-    CompressedFileTailer,
     DecompressedStream,
     Refusal,
-    RefusedFiles,
     check_expansion,
-    find_compressed,
 )
 from tests.support.bombs import write_bomb
 

@@ -20,7 +20,7 @@ from shipper.app.daemon import Daemon
 from shipper.batch.pack import PackedBatch
 from shipper.config import MultilineSettings, parse_config
 from shipper.exit_codes import ExitCode
-from shipper.spool.spool import SpoolEntry
+from shipper.spool.entry import SpoolEntry
 from shipper.state.statedb import read_state, read_totals
 from tests.support.store import assert_exact, dir_seqs
 

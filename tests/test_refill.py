@@ -11,7 +11,7 @@ from shipper.batch.segment import Segment
 from shipper.files.fingerprint import Fingerprint
 from shipper.files.markers import Marker, marker_of
 from shipper.spool import refill
-from shipper.spool.spool import DamagedEntry, SpoolEntry
+from shipper.spool.entry import DamagedEntry, SpoolEntry
 from shipper.state.delivered import ShippedIndex
 from shipper.tail.checkpoints import Checkpoint
 

@@ -20,16 +20,10 @@ from shipper.batch.segment import Segment
 from shipper.files.fingerprint import Fingerprint, head_of
 from shipper.files.markers import Marker, marker_of
 from shipper.housekeeping.gaps import encode_gap
-from shipper.housekeeping.retention import (
-    DiskUsage,
-    Loss,
-    RotatedFile,
-    choose,
-    measure_loss,
-    survey,
-)
+from shipper.housekeeping.loss import Loss
+from shipper.housekeeping.retention import DiskUsage, RotatedFile, choose, measure_loss, survey
+from shipper.spool.entry import DamagedEntry, SpoolEntry
 from shipper.spool.refill import plan
-from shipper.spool.spool import DamagedEntry, SpoolEntry
 from shipper.state.delivered import ShippedFile, ShippedIndex
 from shipper.tail.checkpoints import Checkpoint
 

@@ -4,16 +4,11 @@ import orjson
 import pytest
 
 from shipper.batch.pack import PackedBatch
+from shipper.batch.segment import Segment
 from shipper.errors import SpoolCorruptError
 from shipper.files.fingerprint import Fingerprint
-from shipper.spool.spool import (
-    SPOOL_FORMAT_VERSION,
-    Segment,
-    Spool,
-    SpoolEntry,
-    decode_entry,
-    encode_entry,
-)
+from shipper.spool.entry import SPOOL_FORMAT_VERSION, SpoolEntry, decode_entry, encode_entry
+from shipper.spool.spool import Spool
 from shipper.tail.checkpoints import Checkpoint, CheckpointStore
 
 FP = Fingerprint(dev=1, ino=2, head_len=10, head_sha256="ab" * 32)

@@ -21,7 +21,8 @@ from shipper.files.fingerprint import Fingerprint
 from shipper.ops.metrics import Metrics
 from shipper.ops.status import FileStatus
 from shipper.spool import spool as spool_module
-from shipper.spool.spool import DamagedEntry, SetAsideBound, Spool, SpoolEntry
+from shipper.spool.entry import DamagedEntry, SpoolEntry
+from shipper.spool.spool import SetAsideBound, Spool
 
 FP = Fingerprint(dev=1, ino=2, head_len=10, head_sha256="ab" * 32)
 UNBOUNDED = SetAsideBound(max_bytes=1 << 40, max_age_secs=1e9)

@@ -18,7 +18,8 @@ from shipper.deliver.ledger import Ledger
 from shipper.errors import StateError
 from shipper.files.fingerprint import Fingerprint
 from shipper.files.markers import Marker
-from shipper.spool.spool import Spool, SpoolEntry
+from shipper.spool.entry import SpoolEntry
+from shipper.spool.spool import Spool
 from shipper.state.delivered import ShippedIndex
 from shipper.state.migration import migrate_legacy_state
 from shipper.state.statedb import StateDB, Totals, read_state, read_totals

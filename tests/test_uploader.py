@@ -21,7 +21,8 @@ from shipper.deliver.sinks.s3 import failure_kind
 from shipper.deliver.uploader import QUARANTINE_IN_A_ROW, Backoff, Uploader
 from shipper.errors import FailureKind, SinkError
 from shipper.files.fingerprint import Fingerprint
-from shipper.spool.spool import Spool, SpoolEntry
+from shipper.spool.entry import SpoolEntry
+from shipper.spool.spool import Spool
 from shipper.state.delivered import ShippedIndex
 from shipper.state.statedb import StateDB
 

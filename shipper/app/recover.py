@@ -13,7 +13,7 @@ __all__ = ["resume_positions"]
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
-from shipper.spool.spool import SpoolEntry
+from shipper.spool.entry import SpoolEntry
 from shipper.state.delivered import ShippedFile
 from shipper.tail.checkpoints import Checkpoint
 

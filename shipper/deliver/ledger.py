@@ -12,7 +12,7 @@ __all__ = ["Ledger"]
 
 import threading
 
-from shipper.spool.spool import SpoolEntry
+from shipper.spool.entry import SpoolEntry
 from shipper.state.delivered import ShippedIndex
 from shipper.state.statedb import StateDB, Totals
 

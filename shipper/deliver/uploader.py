@@ -28,7 +28,8 @@ from shipper.deliver.sinks.base import ObjectToPut, PutOutcome, Sink
 from shipper.errors import SinkError, SpoolCorruptError
 from shipper.logs import ThrottledLog
 from shipper.redact_output import hide_url_secrets
-from shipper.spool.spool import DamagedEntry, Spool, SpoolEntry
+from shipper.spool.entry import DamagedEntry, SpoolEntry
+from shipper.spool.spool import Spool
 
 log = logging.getLogger(__name__)
 

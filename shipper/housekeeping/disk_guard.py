@@ -29,20 +29,19 @@ from shipper.errors import DecompressionRefusedError
 from shipper.files.confined import open_beneath, split_beneath, unlink_beneath
 from shipper.files.durable import InodeKey, printable_path
 from shipper.files.fingerprint import Fingerprint
+from shipper.housekeeping.loss import Loss, lines_between
 from shipper.housekeeping.retention import (
     Deletion,
     DiskUsage,
-    Loss,
     RotatedFile,
     StreamFacts,
     choose,
     disk_usage,
-    lines_between,
     measure_loss,
     survey,
 )
 from shipper.logs import ThrottledLog
-from shipper.spool.spool import SpoolEntry
+from shipper.spool.entry import SpoolEntry
 from shipper.state.delivered import ShippedIndex
 from shipper.tail.checkpoints import Checkpoint
 from shipper.tail.compressed import RefusedFiles

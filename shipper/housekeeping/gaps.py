@@ -21,7 +21,8 @@ from shipper.batch.pack import PackedBatch, compress
 from shipper.batch.segment import Segment
 from shipper.files.durable import printable_path
 from shipper.files.fingerprint import Fingerprint
-from shipper.housekeeping.retention import Loss, RotatedFile
+from shipper.housekeeping.loss import Loss
+from shipper.housekeeping.retention import RotatedFile
 
 
 def encode_gap(

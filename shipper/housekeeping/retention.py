@@ -15,16 +15,16 @@ checksum recorded with the delivery of that end (see :mod:`shipper.state.deliver
 
 from __future__ import annotations
 
+from shipper.housekeeping.loss import READ_BYTES, Loss, count_lines, lines_between, sealed_in_stream
+
 __all__ = [
     "Deletion",
     "DiskUsage",
     "GuardPlan",
-    "Loss",
     "RotatedFile",
     "StreamFacts",
     "choose",
     "disk_usage",
-    "lines_between",
     "measure_loss",
     "survey",
 ]
@@ -39,13 +39,10 @@ from shipper.errors import DecompressionRefusedError
 from shipper.files.confined import open_beneath, split_beneath, stat_beneath
 from shipper.files.durable import InodeKey, printable_path
 from shipper.files.fingerprint import Fingerprint
-from shipper.files.markers import MARKER_BYTES, Pread, check_markers, marker_from
+from shipper.files.markers import MARKER_BYTES, Pread, marker_from
 from shipper.state.delivered import ShippedIndex
 from shipper.tail.checkpoints import Checkpoint
-from shipper.tail.compressed import DecompressedStream, Refusal, is_compressed
-
-#: Bytes read at a time when measuring or counting.
-_READ_BYTES = 1 << 20
+from shipper.tail.decompress import DecompressedStream, Refusal, is_compressed
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,16 +120,6 @@ class GuardPlan:
     deletions: list[Deletion] = field(default_factory=list)
     #: Filesystems (by device) still above the critical watermark after the plan.
     critical: dict[int, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Loss:
-    """The exact lines a deletion of an unshipped file loses."""
-
-    fingerprint: Fingerprint | None
-    start: int
-    end: int
-    lines: int
 
 
 def disk_usage(path: str) -> DiskUsage:
@@ -358,7 +345,7 @@ def read_stream(path: str, head_bytes: int) -> StreamFacts:
         tail = b""
         position = 0
         while True:
-            data = stream.pread(_READ_BYTES, position)
+            data = stream.pread(READ_BYTES, position)
             if not data:
                 break
             if len(head) < head_bytes:
@@ -456,8 +443,8 @@ def measure_loss(file: RotatedFile, known: Sequence[Checkpoint], fd: int) -> Los
     if file.compressed:
         stream = DecompressedStream(file.path)
         try:
-            fingerprint, start = _sealed_in_stream(stream, known, file.length)
-            lines = _count_lines(stream.pread, start, file.length)
+            fingerprint, start = sealed_in_stream(stream, known, file.length)
+            lines = count_lines(stream.pread, start, file.length)
             if stream.refused is not None:
                 # The loss cannot be counted: never deleted then (see choose()).
                 raise DecompressionRefusedError(
@@ -471,42 +458,3 @@ def measure_loss(file: RotatedFile, known: Sequence[Checkpoint], fd: int) -> Los
     fid = file.fingerprint.id if file.fingerprint is not None else None
     sealed = next((c.offset for c in known if c.fingerprint.id == fid), 0)
     return lines_between(fd, file.fingerprint, min(sealed, file.length), file.length)
-
-
-def lines_between(fd: int, fingerprint: Fingerprint | None, start: int, end: int) -> Loss:
-    """The loss of ``[start, end)`` of the plain file open as ``fd``."""
-    lines = _count_lines(lambda n, at: os.pread(fd, n, at), start, end)
-    return Loss(fingerprint, start, end, lines)
-
-
-def _sealed_in_stream(
-    stream: DecompressedStream, known: Sequence[Checkpoint], length: int
-) -> tuple[Fingerprint | None, int]:
-    longest = max((c.fingerprint.head_len for c in known), default=0)
-    head = stream.pread(longest, 0)
-    best: tuple[Fingerprint | None, int] = (None, 0)
-    for checkpoint in known:
-        if not checkpoint.fingerprint.matches_head(head) or checkpoint.offset > length:
-            continue
-        # The markers prove the stream holds the bytes that were sealed; without any
-        # the claim is unproven and the whole content is reported lost.
-        if check_markers(checkpoint.markers, stream.pread) is not True:
-            continue
-        if best[0] is None or checkpoint.offset > best[1]:
-            best = (checkpoint.fingerprint, checkpoint.offset)
-    return best
-
-
-def _count_lines(pread: Pread, start: int, end: int) -> int:
-    """Lines in ``[start, end)``, a last line without its newline counted too."""
-    lines = 0
-    position = start
-    last = b""
-    while position < end:
-        data = pread(min(_READ_BYTES, end - position), position)
-        if not data:
-            break
-        lines += data.count(b"\n")
-        last = data[-1:]
-        position += len(data)
-    return lines + (1 if last and last != b"\n" else 0)

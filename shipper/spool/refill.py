@@ -24,9 +24,10 @@ from shipper.files.confined import open_log_file
 from shipper.files.durable import regular_files
 from shipper.files.fingerprint import Fingerprint
 from shipper.files.markers import Marker, check_markers
-from shipper.spool.spool import DamagedEntry, SpoolEntry
+from shipper.spool.entry import DamagedEntry, SpoolEntry
 from shipper.tail.checkpoints import Checkpoint
-from shipper.tail.compressed import CompressedFileTailer, find_compressed, is_compressed
+from shipper.tail.compressed import CompressedFileTailer, find_compressed
+from shipper.tail.decompress import is_compressed
 from shipper.tail.tailer import FileTailer, LineChunk
 from shipper.transform.redact.redactor import PEM_BEGIN_RE, PEM_END_RE, PEM_MAX_LINES
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from shipper.files.fingerprint import Fingerprint
 from shipper.files.markers import Marker
-from shipper.spool.spool import SpoolEntry
+from shipper.spool.entry import SpoolEntry
 from shipper.tail.checkpoints import Checkpoint
 
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from shipper.files.durable import InodeKey, printable_path
 from shipper.files.fingerprint import Fingerprint, head_of
 from shipper.tail.checkpoints import Checkpoint
-from shipper.tail.compressed import DecompressedStream, is_compressed, match_stream
+from shipper.tail.compressed import match_stream
+from shipper.tail.decompress import DecompressedStream, is_compressed
 
 
 @dataclass(slots=True)

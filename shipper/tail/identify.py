@@ -26,7 +26,7 @@ from shipper.files.durable import regular_files
 from shipper.files.fingerprint import Fingerprint, head_of
 from shipper.files.markers import MARKER_BYTES, Pread, check_markers
 from shipper.tail.checkpoints import Checkpoint
-from shipper.tail.compressed import is_compressed
+from shipper.tail.decompress import is_compressed
 
 #: Known files by the SHA-256 of their first bytes, to recognise copies of them.
 ByHead = Mapping[str, Sequence[Checkpoint]]

@@ -45,7 +45,7 @@ from shipper.config import SourceSettings
 from shipper.errors import RefusalReason
 from shipper.files.confined import file_kind, root_of
 from shipper.files.durable import printable_path, regular_files
-from shipper.tail.compressed import is_compressed
+from shipper.tail.decompress import is_compressed
 
 log = logging.getLogger(__name__)
 

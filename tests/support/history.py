@@ -18,7 +18,7 @@ from pathlib import Path
 from shipper.batch.segment import Segment
 from shipper.files.fingerprint import Fingerprint
 from shipper.files.markers import Marker
-from shipper.spool.spool import SpoolEntry
+from shipper.spool.entry import SpoolEntry
 from shipper.state.delivered import ShippedIndex
 from shipper.state.statedb import STATE_DB_NAME, StateDB
 from shipper.tail.checkpoints import Checkpoint

@@ -1,0 +1,159 @@
+"""Saving the checkpoints: only the rows that changed, now and then, and forgetting
+files long gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shipper.state.delivered import ShippedIndex
+from shipper.state.statedb import StateDB
+from shipper.tail.checkpoints import Checkpoint
+from shipper.tail.context import TailContext
+from shipper.tail.known import KnownFiles
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_INTERVAL_SECS = 1.0
+#: At most this stale, a file's saved ``seen_at`` (when it was last found): enough to
+#: forget it in time, without writing every file's row at every scan.
+SEEN_AT_SAVE_SECS = 3600.0
+
+
+#: What a save compares to know whether a checkpoint's row must be written again.
+SavedForm = tuple[object, ...]
+
+
+def saved_form(checkpoint: Checkpoint, seen_resolution: float) -> SavedForm:
+    c = checkpoint
+    return (
+        c.fingerprint,
+        c.source,
+        c.path,
+        c.offset,
+        c.markers,
+        c.finished,
+        c.copy_of,
+        c.origin,
+        int(c.seen_at // seen_resolution),
+    )
+
+
+@dataclass(slots=True)
+class SavedCheckpoints:
+    """What the state database holds of the checkpoints: a save writes only the rows
+    that changed, and deletes those of forgotten files."""
+
+    #: Each checkpoint as last saved (``saved_form``), by fingerprint id.
+    forms: dict[str, SavedForm] = field(default_factory=dict)
+    #: Files forgotten whose rows are still to be deleted.
+    forgotten: set[str] = field(default_factory=set)
+    at: float = field(default_factory=time.monotonic)
+    #: When forgotten files were last looked for.
+    forgot_at: float = -math.inf
+
+
+class Checkpointer:
+    """Writes the checkpoints of the known files to the state database."""
+
+    def __init__(self, ctx: TailContext, db: StateDB, shipped: ShippedIndex) -> None:
+        self.ctx = ctx
+        self.db = db
+        self.shipped = shipped
+        self.saved = SavedCheckpoints()
+        self._persist_lock = asyncio.Lock()
+
+    def load(self, stored: Mapping[str, Checkpoint], resumed: Mapping[str, Checkpoint]) -> None:
+        """At start: the rows as saved (``stored``), and the positions the files resume
+        at (``resumed``: moved on by the spool and the deliveries)."""
+        resolution = self.seen_resolution
+        self.saved.forms = {fid: saved_form(c, resolution) for fid, c in stored.items()}
+        self.ctx.known = KnownFiles(resumed)
+        # Rows of files not resumed go at the next save.
+        self.saved.forgotten.update(f for f in stored if f not in self.ctx.known)
+        self.ctx.checkpoints_dirty = True  # what the spool and the deliveries moved
+
+    async def persist_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL_SECS)
+            # Forgetting runs here only, never during a scan: a scan first marks what
+            # it found as seen, so a long downtime cannot make live files look gone.
+            # It looks at every known file: not every second.
+            if time.monotonic() - self.saved.forgot_at >= self.seen_resolution / 60:
+                self.forget_old()
+                self.saved.forgot_at = time.monotonic()
+            # Now and then even when nothing was read: scans move ``seen_at``.
+            stale = time.monotonic() - self.saved.at >= self.seen_resolution
+            if self.ctx.checkpoints_dirty or stale:
+                await self.persist()
+
+    def forget_old(self) -> None:
+        """Drop files neither tailed nor found for ``checkpoint_grace_secs``: their
+        checkpoints and delivered ranges (the next save deletes their rows)."""
+        cutoff = time.time() - self.ctx.settings.checkpoint_grace_secs
+        tailed = {a.tailer.fingerprint.id for a in self.ctx.files.active.values()}
+        old = [f for f, c in self.ctx.known.items() if c.seen_at < cutoff and f not in tailed]
+        for fid in old:
+            del self.ctx.known[fid]
+        self.shipped.forget(old)
+        self.saved.forgotten.update(old)
+        if old:
+            self.ctx.checkpoints_dirty = True
+            log.info("forgot checkpoints of long-gone files", extra={"count": len(old)})
+
+    @property
+    def seen_resolution(self) -> float:
+        """How far ``seen_at`` may move before its row is written again: scans refresh
+        it for every file, and rewriting every row each scan would cost O(files)."""
+        return max(1.0, min(SEEN_AT_SAVE_SECS, self.ctx.settings.checkpoint_grace_secs / 10))
+
+    async def persist(self) -> None:
+        # One writer at a time: the periodic save, a scan's and the final one share a temp file.
+        async with self._persist_lock:
+            await self.persist_now()
+
+    async def persist_now(self) -> None:
+        # What changed is taken on the event loop, where checkpoints change.
+        self.ctx.checkpoints_dirty = False
+        resolution = self.seen_resolution
+        saved = self.saved.forms
+        changed: dict[str, tuple[dict[str, Any], SavedForm]] = {}
+        looked_at: list[Checkpoint] = []
+        for fid, checkpoint in self.ctx.known.items():
+            if not checkpoint.unsaved:
+                continue
+            # Cleared first: a change made while this save runs marks it again.
+            checkpoint.unsaved = False
+            looked_at.append(checkpoint)
+            form = saved_form(checkpoint, resolution)
+            if saved.get(fid) != form:
+                changed[fid] = (checkpoint.to_json(), form)
+        # Forgotten files, saved or not (a row from before this start, say), lose their rows.
+        forgotten = [fid for fid in self.saved.forgotten if fid not in self.ctx.known]
+        if not changed and not forgotten:
+            return
+        try:
+            await asyncio.to_thread(
+                self.db.save_checkpoint_docs,
+                [(fid, doc) for fid, (doc, _) in changed.items()],
+                forgotten,
+            )
+        except OSError as exc:
+            for checkpoint in looked_at:
+                checkpoint.unsaved = True
+            self.ctx.checkpoints_dirty = True
+            # Retried every second: one line a minute (with a count) is enough.
+            self.ctx.errors.warn("could not write checkpoints; will retry", error=str(exc))
+            return
+        for fid, (_, form) in changed.items():
+            saved[fid] = form
+        for fid in forgotten:
+            saved.pop(fid, None)
+        self.saved.forgotten.difference_update(forgotten)
+        self.saved.at = time.monotonic()
