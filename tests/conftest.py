@@ -83,7 +83,7 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]
     server = SeaweedServer(tmp_path_factory.mktemp("seaweed"))
     _SESSION_STORES.append(server)
     try:
-        server.start()
+        server.start_on_free_ports()
         yield server
     finally:
         server.close()

@@ -28,8 +28,7 @@ from shipper.housekeeping import disk_guard as guard
 from shipper.housekeeping.retention import RotatedFile, survey
 from shipper.state.delivered import ShippedIndex
 from shipper.tail.checkpoints import Checkpoint
-from shipper.tail.identify import find_copies, identify
-from shipper.tail.scan import (
+from shipper.tail.globs import (
     REFUSAL_WARNINGS_PER_WINDOW,
     REFUSAL_WINDOW_SECS,
     Refusals,
@@ -38,6 +37,7 @@ from shipper.tail.scan import (
     roots_of,
     selected,
 )
+from shipper.tail.identify import find_copies, identify
 
 LINE = b'{"seq": 1, "msg": "hello"}\n'
 SECRET = b'{"seq": 666, "msg": "TOP-SECRET-VALUE"}\n'
@@ -237,11 +237,11 @@ def test_discover_refuses_and_reports_each_path_once(
     (logs / "dir.log").mkdir()
     sources = source(logs)
     refusals = Refusals()
-    caplog.set_level(logging.WARNING, logger="shipper.tail.scan")
+    caplog.set_level(logging.WARNING, logger="shipper.tail.globs")
     for _ in range(3):
         found = in_thread(lambda: discover(sources, refusals=refusals))
         assert found == [("app", str(logs / "alias.log")), ("app", str(logs / "app.log"))]
-    warned = [r for r in caplog.records if r.name == "shipper.tail.scan"]
+    warned = [r for r in caplog.records if r.name == "shipper.tail.globs"]
     assert sorted(Path(r.__dict__["path"]).name for r in warned) == [
         "dir.log",
         "env.log",
@@ -279,7 +279,7 @@ def test_paths_named_by_events_are_judged_like_a_scan_without_a_word(
     named = [("app", str(logs / n)) for n in ("evil.log", "fifo.log", "dir.log", "gone.log")]
     named += [("app", str(logs / "app.log")), ("app", str(logs / "alias.log"))]
     named += [("other", str(logs / "app.log"))]  # a source the roots do not know
-    caplog.set_level(logging.WARNING, logger="shipper.tail.scan")
+    caplog.set_level(logging.WARNING, logger="shipper.tail.globs")
     assert in_thread(lambda: selected(named, roots)) == [
         ("app", str(logs / "app.log")),
         ("app", str(logs / "alias.log")),
@@ -294,7 +294,7 @@ def test_a_flood_of_refusals_is_counted_whole_and_logged_in_part(
     logs = tree / "logs"
     now = [0.0]
     refusals = Refusals(clock=lambda: now[0])
-    caplog.set_level(logging.WARNING, logger="shipper.tail.scan")
+    caplog.set_level(logging.WARNING, logger="shipper.tail.globs")
     for n in range(100):
         (logs / f"evil-{n:03}.log").symlink_to("../secret/shadow.txt")
     discover(source(logs), refusals=refusals)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -106,6 +107,22 @@ def test_restart_keeps_objects_ports_and_clients(seaweed: SeaweedServer, s3_buck
 
     seaweed.restart()
     assert client.get_object(Bucket=s3_bucket, Key="before")["Body"].read() == b"kept"
+
+
+@pytest.mark.e2e
+def test_a_port_taken_before_the_first_start_is_chosen_again(tmp_path: Path) -> None:
+    server = SeaweedServer(tmp_path / "weed")
+    taken = server.ports["volume.port"]
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        try:
+            server.start_on_free_ports()
+            assert server.ports["volume.port"] != taken
+            assert "Port allocation failed" in server.log_path.read_text()
+            server.client().list_buckets()
+        finally:
+            server.close()
 
 
 def test_env_gives_the_credentials_to_a_subprocess(seaweed: SeaweedServer, s3_bucket: str) -> None:

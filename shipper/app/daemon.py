@@ -5,8 +5,8 @@ Data moves one way: files -> reader -> chain -> batcher -> sealer -> spool ->
 uploader -> store. The only thing that flows back is the acknowledgement that a
 batch is sealed, which moves the file's checkpoint. When the spool is full the
 reader stops, so the source files are the buffer and memory stays flat. The
-daemon holds no file state and no seal logic: ``build`` wires the parts, and this
-module starts and stops them in phases.
+daemon holds no file state and no seal logic: it wires the parts together and
+starts and stops them in phases.
 """
 
 from __future__ import annotations
@@ -63,7 +63,6 @@ from shipper.tail.watch import Watcher
 
 log = logging.getLogger(__name__)
 
-#: Backfill: compressed files read at once (each holds a decompressor's window).
 #: How often systemd's STATUS= line is refreshed.
 SYSTEMD_STATUS_SECS = 10.0
 #: At a reload, how long puts already running may take to finish: below systemd's

@@ -7,10 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import (
-    AsyncIterator,
-    Callable,
-)
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 from shipper.batch.objectkey import KeyTemplate

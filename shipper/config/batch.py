@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-from shipper.config.model import (
-    BatchSettings,
-    SpoolSettings,
-    allowed_keys,
-)
-from shipper.config.reader import (
-    Declared,
-    Table,
-    show_size,
-)
+from shipper.config.model import BatchSettings, SpoolSettings, allowed_keys
+from shipper.config.reader import Declared, Table, show_size
 
 _BATCH_KEYS = allowed_keys(BatchSettings)
 _SPOOL_KEYS = allowed_keys(SpoolSettings)

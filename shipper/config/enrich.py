@@ -5,17 +5,8 @@ from __future__ import annotations
 import math
 from types import MappingProxyType
 
-from shipper.config.model import (
-    EnrichSettings,
-    FieldValue,
-    ParseSettings,
-    allowed_keys,
-)
-from shipper.config.reader import (
-    Declared,
-    Table,
-    toml_type_name,
-)
+from shipper.config.model import EnrichSettings, FieldValue, ParseSettings, allowed_keys
+from shipper.config.reader import Declared, Table, toml_type_name
 
 _PARSE_KEYS = ("timestamp_field",)
 _ENRICH_KEYS = allowed_keys(EnrichSettings)

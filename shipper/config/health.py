@@ -5,14 +5,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from shipper.config.model import (
-    HealthSettings,
-    allowed_keys,
-)
-from shipper.config.reader import (
-    Declared,
-    Table,
-)
+from shipper.config.model import HealthSettings, allowed_keys
+from shipper.config.reader import Declared, Table
 
 _HEALTH_KEYS = allowed_keys(HealthSettings, "host", "port")
 _LISTEN_RE = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]\s]+)):(?P<port>\d+)")

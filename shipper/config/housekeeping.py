@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from typing import cast, get_args
 
-from shipper.config.model import (
-    DiskSettings,
-    OnCritical,
-    RetentionSettings,
-    allowed_keys,
-)
-from shipper.config.reader import (
-    Declared,
-    Table,
-)
+from shipper.config.model import DiskSettings, OnCritical, RetentionSettings, allowed_keys
+from shipper.config.reader import Declared, Table
 
 _RETENTION_KEYS = allowed_keys(RetentionSettings)
 _MIN_CRITICAL_WATERMARK = 0.5

@@ -21,17 +21,8 @@ from shipper.config.batch import parse_batch, parse_spool
 from shipper.config.enrich import parse_enrich, parse_parse
 from shipper.config.health import parse_health
 from shipper.config.housekeeping import parse_disk, parse_retention
-from shipper.config.model import (
-    Settings,
-    allowed_keys,
-)
-from shipper.config.reader import (
-    Declared,
-    Problems,
-    Table,
-    interpolate,
-    resolve_path,
-)
+from shipper.config.model import Settings, allowed_keys
+from shipper.config.reader import Declared, Problems, Table, interpolate, resolve_path
 from shipper.config.redact import parse_redact
 from shipper.config.sample import parse_sample
 from shipper.config.sink import parse_sink

@@ -18,10 +18,7 @@ from typing import Any
 from shipper.config.model import Bounds, bounds_of, default_of
 from shipper.errors import ConfigProblem
 from shipper.redact_output import OutputScrubber
-from shipper.transform.redact.detectors import (
-    LinearRegexError,
-    compile_linear,
-)
+from shipper.transform.redact.detectors import LinearRegexError, compile_linear
 from shipper.units import format_size, parse_size
 
 #: A name that becomes part of a counter's name (custom detectors, sample rules).

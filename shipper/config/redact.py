@@ -7,21 +7,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import cast, get_args
 
-from shipper.config.model import (
-    RedactChoice,
-    RedactSettings,
-)
-from shipper.config.reader import (
-    COUNTER_NAME_RE,
-    Declared,
-    Problems,
-    Table,
-    compile_linear_pattern,
-)
-from shipper.transform.redact.detectors import (
-    DETECTOR_NAMES,
-    Detector,
-)
+from shipper.config.model import RedactChoice, RedactSettings
+from shipper.config.reader import COUNTER_NAME_RE, Declared, Problems, Table, compile_linear_pattern
+from shipper.transform.redact.detectors import DETECTOR_NAMES, Detector
 from shipper.transform.redact.secret_keys import DEFAULT_SECRET_KEYS, RedactAction, normalise_key
 
 _REDACT_ACTIONS: tuple[str, ...] = get_args(RedactChoice)

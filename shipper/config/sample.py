@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from shipper.config.model import (
-    SampleSettings,
-    allowed_keys,
-)
+from shipper.config.model import SampleSettings, allowed_keys
 from shipper.config.reader import (
     COUNTER_NAME_RE,
     Declared,

@@ -20,12 +20,7 @@ from shipper.config.model import (
     SinkType,
     allowed_keys,
 )
-from shipper.config.reader import (
-    Declared,
-    Table,
-    resolve_path,
-    toml_type_name,
-)
+from shipper.config.reader import Declared, Table, resolve_path, toml_type_name
 
 _SINK_KEYS = allowed_keys(SinkSettings)
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]*[a-z0-9]")

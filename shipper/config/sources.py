@@ -7,17 +7,8 @@ import re
 from pathlib import Path
 from typing import cast, get_args
 
-from shipper.config.model import (
-    MultilineSettings,
-    ReadFrom,
-    SourceSettings,
-    allowed_keys,
-)
-from shipper.config.reader import (
-    Declared,
-    Table,
-    resolve_path,
-)
+from shipper.config.model import MultilineSettings, ReadFrom, SourceSettings, allowed_keys
+from shipper.config.reader import Declared, Table, resolve_path
 
 _SOURCE_KEYS = allowed_keys(SourceSettings, "name")
 _MULTILINE_KEYS = allowed_keys(MultilineSettings)

@@ -45,7 +45,7 @@ from shipper.spool.entry import SpoolEntry
 from shipper.state.delivered import ShippedIndex
 from shipper.tail.checkpoints import Checkpoint
 from shipper.tail.compressed import RefusedFiles
-from shipper.tail.scan import directories, discover, glob_base, watch_roots
+from shipper.tail.globs import directories, discover, glob_base, watch_roots
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,7 @@ import functools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import (
-    Callable,
-    Iterator,
-    Sequence,
-)
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from shipper.batch.batcher import Batch, BatchLimits

@@ -9,11 +9,7 @@ through :mod:`shipper.tail.decompress`, which refuses compression bombs.
 
 from __future__ import annotations
 
-from shipper.tail.decompress import (
-    DecompressedStream,
-    Refusal,
-    is_compressed,
-)
+from shipper.tail.decompress import DecompressedStream, Refusal, is_compressed
 
 __all__ = ["CompressedFileTailer", "RefusedFiles", "find_compressed", "match_stream"]
 

@@ -16,8 +16,8 @@ from shipper.logs import ThrottledLog
 from shipper.tail.backfill_files import BackfillProgress
 from shipper.tail.compressed import RefusedFiles
 from shipper.tail.files import FileTable
+from shipper.tail.globs import Refusals, SourceRoots
 from shipper.tail.known import KnownFiles
-from shipper.tail.scan import Refusals, SourceRoots
 
 log = logging.getLogger("shipper.tail")
 

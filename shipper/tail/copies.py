@@ -6,18 +6,12 @@ import functools
 import logging
 import os
 import time
-from collections.abc import (
-    Container,
-)
+from collections.abc import Container
 
 from shipper.files.durable import InodeKey, printable_path
 from shipper.tail.checkpoints import Checkpoint
 from shipper.tail.context import TailContext
-from shipper.tail.identify import (
-    Identified,
-    copies_found_together,
-    still_a_copy,
-)
+from shipper.tail.identify import Identified, copies_found_together, still_a_copy
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import (
-    Mapping,
-    Sequence,
-)
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from shipper.files.durable import InodeKey, printable_path
@@ -17,17 +14,9 @@ from shipper.tail.compressed import find_compressed
 from shipper.tail.context import TailContext
 from shipper.tail.decompress import Refusal
 from shipper.tail.files import ActiveFile
-from shipper.tail.identify import (
-    Identified,
-    find_copies,
-    identify,
-)
+from shipper.tail.globs import find_by_inode, real_parents, watch_roots
+from shipper.tail.identify import Identified, find_copies, identify
 from shipper.tail.opener import Opener
-from shipper.tail.scan import (
-    find_by_inode,
-    real_parents,
-    watch_roots,
-)
 
 log = logging.getLogger(__name__)
 

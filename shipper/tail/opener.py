@@ -6,12 +6,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import (
-    Awaitable,
-    Callable,
-    Mapping,
-    Sequence,
-)
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from shipper.batch.batcher import Batcher
 from shipper.files.confined import open_log_file
@@ -21,16 +16,9 @@ from shipper.tail.compressed import CompressedFileTailer
 from shipper.tail.context import TailContext
 from shipper.tail.decompress import DecompressedStream
 from shipper.tail.files import ActiveFile, Preopened
-from shipper.tail.identify import (
-    ByHead,
-    Identified,
-    end_of_last_line,
-    identify_open,
-)
+from shipper.tail.globs import source_of
+from shipper.tail.identify import ByHead, Identified, end_of_last_line, identify_open
 from shipper.tail.multiline import LineJoiner, start_rule
-from shipper.tail.scan import (
-    source_of,
-)
 from shipper.tail.tailer import FileTailer
 
 log = logging.getLogger(__name__)

@@ -6,13 +6,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import (
-    Callable,
-    Container,
-    Iterable,
-    Mapping,
-    Sequence,
-)
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from shipper.files.durable import InodeKey, printable_path
@@ -21,19 +15,10 @@ from shipper.tail.checkpoints import Checkpoint
 from shipper.tail.context import TailContext
 from shipper.tail.copies import CopyTracker
 from shipper.tail.files import ActiveFile, Parked
-from shipper.tail.identify import (
-    ByHead,
-    Identified,
-    end_of_last_line,
-    identify,
-)
+from shipper.tail.globs import discover, roots_of, selected
+from shipper.tail.identify import ByHead, Identified, end_of_last_line, identify
 from shipper.tail.lost import LostFiles
 from shipper.tail.opener import Opener
-from shipper.tail.scan import (
-    discover,
-    roots_of,
-    selected,
-)
 
 log = logging.getLogger(__name__)
 

@@ -6,20 +6,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import (
-    Iterable,
-)
+from collections.abc import Iterable
 from pathlib import Path
 
 import watchfiles
 
 from shipper.files.durable import printable_path
 from shipper.tail.context import TailContext
+from shipper.tail.globs import source_of, watch_roots
 from shipper.tail.opener import Opener
-from shipper.tail.scan import (
-    source_of,
-    watch_roots,
-)
 from shipper.tail.scanner import Scanner
 
 log = logging.getLogger(__name__)

@@ -239,6 +239,24 @@ class SeaweedServer(Managed):
             self.stop()
             raise
 
+    def start_on_free_ports(self, attempts: int = 3) -> None:
+        """The first start. Ports are free when chosen, but another process (a
+        parallel test's server, a daemon) may bind one before weed does: then weed
+        exits at once saying so, and the start is tried again on new ports."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self.start()
+                return
+            except RuntimeError:
+                last_start = self.log_path.read_text(errors="replace").rsplit(
+                    "=== test harness", 1
+                )[-1]
+                if attempt == attempts or "Port allocation failed" not in last_start:
+                    raise
+            self.ports = dict(
+                zip(self._PORT_FLAGS, free_loopback_ports(len(self._PORT_FLAGS)), strict=True)
+            )
+
     def _wait_ready(self) -> None:
         assert self._proc is not None
         probe = self.client(
