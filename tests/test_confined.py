@@ -226,14 +226,20 @@ def test_identify_and_copies_open_safely(tree: Path) -> None:
 # -------------------------------------------------------------------- discovery
 
 
+def plant_refusable_paths(tree: Path) -> Path:
+    """A symlink out of the logs directory, a FIFO, and a symlink inside (selected)."""
+    logs = tree / "logs"
+    (logs / "evil.log").symlink_to("../secret/shadow.txt")
+    (logs / "alias.log").symlink_to("app.log")
+    os.mkfifo(logs / "fifo.log")
+    return logs
+
+
 def test_discover_refuses_and_reports_each_path_once(
     tree: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    logs = tree / "logs"
-    (logs / "evil.log").symlink_to("../secret/shadow.txt")
+    logs = plant_refusable_paths(tree)
     (logs / "env.log").symlink_to("/proc/self/environ")
-    (logs / "alias.log").symlink_to("app.log")  # inside: selected
-    os.mkfifo(logs / "fifo.log")
     (logs / "dir.log").mkdir()
     sources = source(logs)
     refusals = Refusals()
@@ -270,10 +276,7 @@ def test_discover_refuses_and_reports_each_path_once(
 def test_paths_named_by_events_are_judged_like_a_scan_without_a_word(
     tree: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    logs = tree / "logs"
-    (logs / "evil.log").symlink_to("../secret/shadow.txt")
-    (logs / "alias.log").symlink_to("app.log")
-    os.mkfifo(logs / "fifo.log")
+    logs = plant_refusable_paths(tree)
     (logs / "dir.log").mkdir()
     roots = roots_of(source(logs))
     named = [("app", str(logs / n)) for n in ("evil.log", "fifo.log", "dir.log", "gone.log")]

@@ -178,3 +178,37 @@ def test_a_private_name_from_another_folder_is_caught(tmp_path: Path) -> None:
     (package / "tail").mkdir(parents=True)
     (package / "tail" / "tailer.py").write_text("from shipper.spool.spool import _marker\n")
     assert private_imports(package) == ["shipper.tail.tailer takes shipper.spool.spool._marker"]
+
+
+#: Past these, a module or class does more than one job: split it by responsibility.
+MAX_MODULE_LINES = 500
+MAX_CLASS_LINES = 400
+
+
+def oversized(package: Path) -> list[str]:
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            found.append(f"{path.relative_to(package.parent)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef):
+                size = (node.end_lineno or node.lineno) - node.lineno + 1
+                if size > MAX_CLASS_LINES:
+                    found.append(f"{path.relative_to(package.parent)}:{node.name}: {size} lines")
+    return found
+
+
+def test_no_module_or_class_grows_past_its_limit() -> None:
+    assert oversized(PACKAGE) == []
+
+
+def test_the_size_check_catches_a_long_class(tmp_path: Path) -> None:
+    package = tmp_path / "shipper"
+    package.mkdir()
+    body = "".join(f"    def m{i}(self) -> None:\n        pass\n\n" for i in range(200))
+    (package / "big.py").write_text("class Big:\n" + body)
+    assert oversized(package) == [
+        "shipper/big.py: 601 lines",
+        "shipper/big.py:Big: 600 lines",
+    ]
