@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 import urllib.parse
 from collections import defaultdict
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from shipper.state.statedb import read_state
 from tests.e2e_harness import Shipping
+from tests.support.producers import start_writer, wait_writer
 from tests.support.store import s3_keys, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -123,3 +125,36 @@ def test_damaged_entries_of_several_files_are_read_again_from_every_file(
     log = shipping.daemon.log_text()
     assert log.count("its lines were read again from the file") == len(packed)
     assert "are lost" not in log
+
+
+SLOW_FILES = 10
+SLOW_SECONDS = 20
+
+
+@pytest.mark.timeout(300)
+def test_slow_files_of_a_source_share_one_object_per_window(
+    store: dict[str, Any], tmp_path: Path
+) -> None:
+    # The default batch settings: a line waits at most 5 s, however slow its file.
+    shipping = Shipping(tmp_path, **store, batch_max_bytes="8MiB", batch_max_age_secs=5.0)
+    with shipping.daemon:
+        shipping.wait_started()
+        writers = []
+        for n in range(SLOW_FILES):
+            # Each file starts a little after the one before: per-file windows would
+            # close at ten different moments.
+            writers.append(
+                start_writer(
+                    shipping.logs / f"slow-{n}.log", n * SLOW_SECONDS, SLOW_SECONDS, rate=1.0
+                )
+            )
+            time.sleep(0.45)
+        for writer in writers:
+            wait_writer(writer, timeout=SLOW_SECONDS + 60)
+        shipping.finish(SLOW_FILES * SLOW_SECONDS)
+    client, bucket = store["seaweed"].client(), store["bucket"]
+    keys = s3_keys(client, bucket)
+    # 20 s of lines in 5-s windows: 4 or 5 windows, and the last batch cut at the stop.
+    assert len(keys) <= 6, f"{len(keys)} objects for {SLOW_FILES} files over {SLOW_SECONDS} s"
+    ranges = [ranges_in(client.head_object(Bucket=bucket, Key=k)["Metadata"]) for k in keys]
+    assert sum(len(r) for r in ranges) >= SLOW_FILES  # each file is in some object

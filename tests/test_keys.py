@@ -99,3 +99,15 @@ def test_same_inputs_same_key_and_ranges_sort(start: int, length: int, when: flo
     assert first == key(start=start, end=start + length, first_time=when)
     later = key(start=start + length, end=start + 2 * length, first_time=when)
     assert first.rsplit("/", 1)[1] < later.rsplit("/", 1)[1]
+
+
+def test_a_partition_is_the_key_without_the_files_range() -> None:
+    keys = compile_template(DEFAULT_KEY_TEMPLATE, prefix="app", static={}, host="h1")
+    assert (
+        keys.partition(source="web", first_time=T) == "source=web/host=h1/dt=2026-11-25/hour=13/--"
+    )
+    same_hour = keys.partition(source="web", first_time=T + 60)
+    next_hour = keys.partition(source="web", first_time=T + 3600)
+    other_source = keys.partition(source="db", first_time=T)
+    assert same_hour == keys.partition(source="web", first_time=T)
+    assert len({same_hour, next_hour, other_source}) == 3

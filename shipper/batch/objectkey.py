@@ -95,12 +95,23 @@ class KeyTemplate:
             "start": f"{start:020d}",
             "end": f"{end:020d}",
         }
+        body = self._fill(when, values) + self.suffix
+        return f"{self.prefix}/{body}" if self.prefix else body
+
+    def partition(self, *, source: str, first_time: float) -> str:
+        """The key with the file's range left out: its source, host, static fields and
+        time. Batches of one partition may share an object; others may not."""
+        when = datetime.fromtimestamp(first_time, tz=timezone.utc)
+        values = {**self.static, "source": source, "host": self.host}
+        values.update(fingerprint="", start="", end="")
+        return self._fill(when, values)
+
+    def _fill(self, when: datetime, values: Mapping[str, str]) -> str:
         # strftime runs on the template's own text only: a '%' in a source name or
         # host stays as it is.
         out = [when.strftime(literal) + ("" if name is None else values[name])
                for literal, name in self.parts]  # fmt: skip
-        body = "".join(out) + self.suffix
-        return f"{self.prefix}/{body}" if self.prefix else body
+        return "".join(out)
 
 
 def compile_template(

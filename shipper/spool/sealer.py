@@ -224,16 +224,20 @@ class Sealer:
 
     def seal_packed(self, actives: list[ActiveFile], *, beyond_limits: bool = False) -> SealResult:
         """Runs in a thread: seal the one batch each file owes, packing those of one
-        source into entries within the batch limits and :data:`PACK_SEGMENTS_BUDGET`.
+        source and key partition into entries within the batch limits and
+        :data:`PACK_SEGMENTS_BUDGET`.
 
         Each file's batch is its only unsealed one, so the order of its batches
         holds whatever is packed beside it. Stops like :meth:`_seal_unsealed`.
         """
         result = SealResult()
-        by_source: dict[str, list[ActiveFile]] = defaultdict(list)
+        # One object holds one source's lines of one key partition (the hour, say).
+        by_partition: dict[str, list[ActiveFile]] = defaultdict(list)
         for active in actives:
-            by_source[active.tailer.source].append(active)
-        for members in by_source.values():
+            batch = active.unsealed[0]
+            partition = self.keys.partition(source=batch.source, first_time=batch.first_time)
+            by_partition[partition].append(active)
+        for members in by_partition.values():
             for pack in _packs(members, self.ctx.limits):
                 if self.spool_full() and not beyond_limits:
                     return result

@@ -304,8 +304,13 @@ class Reader:
                 held = joiner.flush(time.time())
                 if held is not None:
                     await asyncio.to_thread(self.consumer.process, active, held)
+        # A source's window closes with its oldest waiting line: then every file of it
+        # with lines waiting is cut, and their batches share objects (one object per
+        # source and window, however many files feed it).
+        actives = list(self.ctx.files.active.values())
+        due = {a.tailer.source for a in actives if a.batcher.due(now)}
         await self.consumer.flush_together(
-            [a for a in self.ctx.files.active.values() if a.batcher.due(now)]
+            [a for a in actives if a.tailer.source in due and a.batcher.pending is not None]
         )
 
     async def seal_all_open(self) -> None:
