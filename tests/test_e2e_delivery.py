@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
@@ -27,7 +27,10 @@ from shipper.state.statedb import read_totals
 from tests.e2e_harness import Shipping
 from tests.support.faultproxy import FaultProxy
 from tests.support.producers import run_writer, start_writer, wait_writer
-from tests.support.store import assert_exact, s3_keys, wait_for
+from tests.support.store import assert_exact, object_ranges, s3_keys, spool_file_ends, wait_for
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 pytestmark = pytest.mark.e2e
 
@@ -46,12 +49,14 @@ def memory_kib(pid: int | None) -> dict[str, int]:
     return found
 
 
-def assert_ranges_tile(keys: list[str]) -> None:
-    """Per file, the objects' byte ranges (from their names) follow on from 0: no overlap."""
+def assert_ranges_tile(client: S3Client, bucket: str, keys: list[str]) -> None:
+    """Per file, the byte ranges of all objects (an object may hold ranges of several
+    files) follow on from 0: no overlap, no gap."""
     by_file: dict[str, list[tuple[int, int]]] = {}
     for key in keys:
-        fid, start, end = key.rsplit("/", 1)[1].split(".")[0].split("-")
-        by_file.setdefault(fid, []).append((int(start), int(end)))
+        metadata = client.head_object(Bucket=bucket, Key=key)["Metadata"]
+        for fid, start, end, _ in object_ranges(metadata):
+            by_file.setdefault(fid, []).append((start, end))
     for fid, ranges in by_file.items():
         ranges.sort()
         assert ranges[0][0] == 0, (fid, ranges[:3])
@@ -140,9 +145,10 @@ def test_crash_loop_with_kills_inside_the_upload_path(
         assert shipping.daemon.terminate() == ExitCode.OK
     delivered = shipping.delivered()
     assert_exact(delivered, range(total))
-    keys = s3_keys(store["seaweed"].client(), store["bucket"], "e2e/")
+    client = store["seaweed"].client()
+    keys = s3_keys(client, store["bucket"], "e2e/")
     # One object per batch: a batch re-sent after a crash met its own object (412).
-    assert_ranges_tile(keys)
+    assert_ranges_tile(client, store["bucket"], keys)
     assert not proxy.queued
     # Each kill inside the upload path left an object the daemon had not heard of:
     # the restart's re-send was answered 412 and recorded as already present.
@@ -260,7 +266,7 @@ def test_store_outage_at_2000_lines_per_second(
     during = max(memory.samples["outage"])
     assert during <= 1.2 * before, (before, during)
     keys = s3_keys(seaweed.client(), store["bucket"], "e2e/")
-    assert_ranges_tile(keys)
+    assert_ranges_tile(seaweed.client(), store["bucket"], keys)
     totals = read_totals(shipping.state)
     # No crash: each object recorded once, as written by us or (a retried put whose
     # answer was lost in the outage) as already there.
@@ -280,15 +286,6 @@ def test_store_outage_at_2000_lines_per_second(
         ready_again_after_secs=round(ready_after, 1),
         drain_secs=round(drain_secs, 1),
     )
-
-
-def spool_ends(spool: Path) -> Counter[str]:
-    """The furthest end of the entries of each file, by fingerprint id."""
-    ends: Counter[str] = Counter()
-    for entry in spool.glob("*.entry"):
-        _, fid, _, end = entry.name.removesuffix(".entry").split("-")
-        ends[fid] = max(ends[fid], int(end))
-    return ends
 
 
 def test_a_full_spool_pauses_reading_and_the_files_hold_the_backlog(
@@ -317,7 +314,7 @@ def test_a_full_spool_pauses_reading_and_the_files_hold_the_backlog(
         assert status == 503 and any("spool" in r for r in body["reasons"]), body
         used = sum(p.stat().st_size for p in spool.glob("*.entry"))
         assert used <= 48 * 1024 + 16 * 1024  # the limit, and at most the batch in hand
-        [read_to] = spool_ends(spool).values()
+        [read_to] = spool_file_ends(spool).values()
         assert read_to < app.stat().st_size // 4  # the rest waits in the file
     finally:
         seaweed.start()

@@ -365,3 +365,45 @@ def test_a_crash_while_finishing_from_a_compressed_file_resumes_in_it(
     assert shipping.ledger_records() < total
     shipping.daemon.start()
     shipping.finish(total)
+
+
+def test_several_files_rotated_and_compressed_inside_one_open_batch(
+    store: dict[str, Any], tmp_path: Path
+) -> None:
+    # One source, three files, their lines in one 3-s window when logrotate renames and
+    # compresses all three at once (`compress`, no `delaycompress`; the writers reopen
+    # their files themselves, so no `create` race). Only *.log is watched: the rest
+    # of each rotated file is read from its open handle or its .gz.
+    shipping = Shipping(tmp_path, **store, batch_max_age_secs=3.0)
+    names, per_file = ["a", "b", "c"], 4000
+    config = shipping.root / "logrotate.conf"
+    config.write_text(
+        f"{shipping.logs}/*.log {{\n    rotate 50\n    missingok\n    nomail\n    compress\n}}\n"
+    )
+    state = shipping.root / "logrotate.state"
+    with shipping.daemon:
+        shipping.wait_started()
+        writers = [
+            start_writer(
+                shipping.logs / f"{name}.log", n * per_file, per_file, rate=1000, handler="watched"
+            )
+            for n, name in enumerate(names)
+        ]
+
+        def grown() -> bool:
+            paths = [shipping.logs / f"{name}.log" for name in names]
+            return all(p.exists() and p.stat().st_size > 100_000 for p in paths)
+
+        for _ in range(2):
+            wait_for(grown, 30)
+            done = subprocess.run(
+                ["logrotate", "-f", "-s", str(state), str(config)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+        for writer in writers:
+            wait_writer(writer)
+        assert len(list(shipping.logs.glob("*.gz"))) == 2 * len(names)
+        shipping.finish(len(names) * per_file)

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import itertools
+import random
 import time
 import urllib.parse
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from shipper.state.statedb import read_state
 from tests.e2e_harness import Shipping
 from tests.support.producers import start_writer, wait_writer
-from tests.support.store import s3_keys, wait_for
+from tests.support.store import decompress, object_ranges, s3_keys, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -22,23 +24,56 @@ FILES = 60
 LINES_PER_FILE = 4
 
 
-def ranges_in(metadata: dict[str, str]) -> list[tuple[str, int, int, int]]:
-    """``(fingerprint, start, end, lines)`` of every file range an object holds."""
-    if "shipper-segments" not in metadata:
-        return [
-            (
-                metadata["shipper-fingerprint"],
-                int(metadata["shipper-start"]),
-                int(metadata["shipper-end"]),
-                int(metadata["shipper-lines"]),
-            )
-        ]
-    ranges = []
-    for part in metadata["shipper-segments"].split(";"):
-        fid, span, lines = part.split(":")
-        start, end = span.split("-")
-        ranges.append((fid, int(start), int(end), int(lines)))
-    return ranges
+def assert_ranges_tile(store: dict[str, Any], shipping: Shipping) -> int:
+    """Every file's bytes are in the objects exactly once: each file's ranges, over all
+    objects, tile ``[0, size)``. Returns how many objects hold several files."""
+    client, bucket = store["seaweed"].client(), store["bucket"]
+    heads = [client.head_object(Bucket=bucket, Key=k)["Metadata"] for k in s3_keys(client, bucket)]
+    by_file: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    packed = 0
+    for metadata in heads:
+        ranges = object_ranges(metadata)
+        if len(ranges) > 1:
+            packed += 1
+            assert int(metadata["shipper-files"]) == len(ranges)
+        # The first file's fields are those of the first range; the lines add up.
+        first = ranges[0]
+        assert (first[0], first[1], first[2]) == (
+            metadata["shipper-fingerprint"],
+            int(metadata["shipper-start"]),
+            int(metadata["shipper-end"]),
+        )
+        assert sum(r[3] for r in ranges) == int(metadata["shipper-lines"])
+        assert urllib.parse.unquote(metadata["shipper-path"]).startswith(str(shipping.logs))
+        for fid, start, end, _ in ranges:
+            by_file[fid].append((start, end))
+    checkpoints = read_state(shipping.state).checkpoints
+    sizes = {fid: Path(c.path).stat().st_size for fid, c in checkpoints.items()}
+    assert set(by_file) == set(sizes)
+    for fid, spans in by_file.items():
+        spans.sort()
+        assert spans[0][0] == 0 and spans[-1][1] == sizes[fid], (fid, spans)
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(spans)), (fid, spans)
+    return packed
+
+
+def assert_provenance(store: dict[str, Any], shipping: Shipping) -> None:
+    """Read back every object: each range it names holds, in the file, exactly the
+    lines whose records follow one another in the object, in that order."""
+    client, bucket = store["seaweed"].client(), store["bucket"]
+    paths = {fid: Path(c.path) for fid, c in read_state(shipping.state).checkpoints.items()}
+    for key in s3_keys(client, bucket):
+        got = client.get_object(Bucket=bucket, Key=key)
+        records = [orjson.loads(line) for line in decompress(got["Body"].read()).splitlines()]
+        at = 0
+        for fid, start, end, lines in object_ranges(got["Metadata"]):
+            with paths[fid].open("rb") as f:
+                f.seek(start)
+                in_file = [orjson.loads(line)["seq"] for line in f.read(end - start).splitlines()]
+            assert len(in_file) == lines, (key, fid, start, end)
+            assert [r["seq"] for r in records[at : at + lines]] == in_file, (key, fid)
+            at += lines
+        assert at == len(records), key
 
 
 def test_small_files_are_packed_and_every_range_is_accounted_for(
@@ -54,36 +89,9 @@ def test_small_files_are_packed_and_every_range_is_accounted_for(
     shipping.daemon.start()
     shipping.finish(seq)
 
-    client, bucket = store["seaweed"].client(), store["bucket"]
-    heads = [client.head_object(Bucket=bucket, Key=k)["Metadata"] for k in s3_keys(client, bucket)]
-    packed = [m for m in heads if "shipper-segments" in m]
+    packed = assert_ranges_tile(store, shipping)
     assert packed, "no object holds more than one file"
-    assert len(heads) < FILES, f"{len(heads)} objects for {FILES} files"
-    by_file: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for metadata in heads:
-        ranges = ranges_in(metadata)
-        if len(ranges) > 1:
-            assert int(metadata["shipper-files"]) == len(ranges)
-        # The first file's fields are those of the first range; the lines add up.
-        first = ranges[0]
-        assert (first[0], first[1], first[2]) == (
-            metadata["shipper-fingerprint"],
-            int(metadata["shipper-start"]),
-            int(metadata["shipper-end"]),
-        )
-        assert sum(r[3] for r in ranges) == int(metadata["shipper-lines"])
-        assert urllib.parse.unquote(metadata["shipper-path"]).startswith(str(shipping.logs))
-        for fid, start, end, _ in ranges:
-            by_file[fid].append((start, end))
-
-    # Every file's bytes are in the objects once: the ranges tile [0, size).
-    checkpoints = read_state(shipping.state).checkpoints
-    sizes = {fid: Path(c.path).stat().st_size for fid, c in checkpoints.items()}
-    assert set(by_file) == set(sizes)
-    for fid, spans in by_file.items():
-        spans.sort()
-        assert spans[0][0] == 0 and spans[-1][1] == sizes[fid], (fid, spans)
-        assert all(a[1] == b[0] for a, b in itertools.pairwise(spans)), (fid, spans)
+    assert_provenance(store, shipping)
 
 
 def test_damaged_entries_of_several_files_are_read_again_from_every_file(
@@ -156,5 +164,34 @@ def test_slow_files_of_a_source_share_one_object_per_window(
     keys = s3_keys(client, bucket)
     # 20 s of lines in 5-s windows: 4 or 5 windows, and the last batch cut at the stop.
     assert len(keys) <= 6, f"{len(keys)} objects for {SLOW_FILES} files over {SLOW_SECONDS} s"
-    ranges = [ranges_in(client.head_object(Bucket=bucket, Key=k)["Metadata"]) for k in keys]
+    ranges = [object_ranges(client.head_object(Bucket=bucket, Key=k)["Metadata"]) for k in keys]
     assert sum(len(r) for r in ranges) >= SLOW_FILES  # each file is in some object
+    assert_provenance(store, shipping)
+
+
+FAST_FILES = 20
+FAST_LINES = 600
+
+
+@pytest.mark.timeout(300)
+def test_kill9_twice_while_batches_of_several_files_are_in_flight(
+    store: dict[str, Any], tmp_path: Path
+) -> None:
+    shipping = Shipping(tmp_path, **store)
+    rng = random.Random()
+    writers = [
+        start_writer(shipping.logs / f"fast-{n:02d}.log", n * FAST_LINES, FAST_LINES, rate=300)
+        for n in range(FAST_FILES)
+    ]
+    shipping.daemon.start()
+    for round_ in range(2):
+        shipping.wait_some_delivered(2000 * (round_ + 1))
+        # A random moment inside the read/seal/upload cycle, not a synchronisation point.
+        time.sleep(rng.uniform(0.0, 0.5))
+        shipping.daemon.kill9()
+        shipping.daemon.start()
+    for writer in writers:
+        wait_writer(writer)
+    shipping.finish(FAST_FILES * FAST_LINES)
+    # No range of a file went into two objects (under two keys), and files shared objects.
+    assert assert_ranges_tile(store, shipping) > 0

@@ -16,31 +16,24 @@ from typing import Any
 import pytest
 
 from shipper.exit_codes import ExitCode
+from shipper.spool.entry import decode_header
 from shipper.state.statedb import read_state
 from tests.e2e_harness import Shipping
 from tests.support.producers import run_writer
-from tests.support.store import assert_exact, wait_for
+from tests.support.store import assert_exact, spool_file_ends, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
-def name_parts(entry: Path) -> tuple[str, int]:
-    """An entry's fingerprint id and end, from its name ``<seq>-<fid>-<start>-<end>.entry``."""
-    _, fid, _, end = entry.name.removesuffix(".entry").split("-")
-    return fid, int(end)
-
-
-def entry_ends(spool: Path) -> dict[str, int]:
-    """The furthest end each fingerprint's entries reach."""
-    ends: dict[str, int] = {}
-    for entry in spool.glob("*.entry"):
-        fid, end = name_parts(entry)
-        ends[fid] = max(ends.get(fid, 0), end)
-    return ends
+def file_ranges(entry: Path) -> list[tuple[str, int]]:
+    """Each file range an entry holds, as (fingerprint id, end), from its header: an
+    entry may hold ranges of several files of a source."""
+    header, _ = decode_header(entry.read_bytes())
+    return [(s["fingerprint"]["id"], int(s["end"])) for s in header["segments"]]
 
 
 def sealed_to_the_end(spool: Path, files: list[Path]) -> bool:
-    return sorted(entry_ends(spool).values()) == sorted(f.stat().st_size for f in files)
+    return sorted(spool_file_ends(spool).values()) == sorted(f.stat().st_size for f in files)
 
 
 def checkpointed_to_the_end(state: Path, files: list[Path]) -> bool:
@@ -82,12 +75,13 @@ def test_damaged_entries_are_read_again_from_rotated_files(
         entries = sorted(spool.glob("*.entry"))
         by_file: dict[str, list[Path]] = {}
         for entry in entries:  # in seal order
-            by_file.setdefault(name_parts(entry)[0], []).append(entry)
+            for fid, _ in file_ranges(entry):
+                by_file.setdefault(fid, []).append(entry)
         assert all(len(group) >= 6 for group in by_file.values())
-        # app.log is the longer file: its last entry ends further.
-        app_entries, other_entries = sorted(
-            by_file.values(), key=lambda group: -name_parts(group[-1])[1]
-        )
+        # app.log is the longer file: its entries reach further.
+        ends = spool_file_ends(spool)
+        app_id, other_id = sorted(by_file, key=lambda fid: -ends[fid])
+        app_entries, other_entries = by_file[app_id], by_file[other_id]
         # Three kinds of damage in one file, in its first, middle and last entries.
         damage(app_entries[0], "truncate")
         damage(app_entries[len(app_entries) // 2], "flip_body")

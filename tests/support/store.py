@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = [
     "OBJECT_SUFFIX",
     "assert_exact",
     "decompress",
     "dir_records",
     "dir_seqs",
+    "object_ranges",
     "parse_ndjson",
     "s3_keys",
     "s3_records",
     "s3_seqs",
+    "spool_file_ends",
     "wait_for",
 ]
 
@@ -25,6 +29,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 import zstandard
+
+from shipper.spool.entry import decode_header
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -217,3 +223,34 @@ def wait_for(
                 detail += f", last error {last_error!r}"
             raise AssertionError(f"timed out after {timeout}s: {message or predicate!r} ({detail})")
         time.sleep(min(interval, remaining))
+
+
+def object_ranges(metadata: Mapping[str, str]) -> list[tuple[str, int, int, int]]:
+    """``(fingerprint, start, end, lines)`` of every file range an object holds."""
+    if "shipper-segments" not in metadata:
+        return [
+            (
+                metadata["shipper-fingerprint"],
+                int(metadata["shipper-start"]),
+                int(metadata["shipper-end"]),
+                int(metadata["shipper-lines"]),
+            )
+        ]
+    ranges = []
+    for part in metadata["shipper-segments"].split(";"):
+        fid, span, lines = part.split(":")
+        start, end = span.split("-")
+        ranges.append((fid, int(start), int(end), int(lines)))
+    return ranges
+
+
+def spool_file_ends(spool: Path) -> dict[str, int]:
+    """The furthest end the spool's entries reach in each file, by fingerprint id,
+    from the entries' headers (an entry may hold ranges of several files)."""
+    ends: dict[str, int] = {}
+    for entry in spool.glob("*.entry"):
+        header, _ = decode_header(entry.read_bytes())
+        for segment in header["segments"]:
+            fid = segment["fingerprint"]["id"]
+            ends[fid] = max(ends.get(fid, 0), int(segment["end"]))
+    return ends
