@@ -192,6 +192,8 @@ def test_kill9_twice_while_batches_of_several_files_are_in_flight(
         shipping.daemon.start()
     for writer in writers:
         wait_writer(writer)
+    # The lines may all be in the store already: stop the last run only once it is up.
+    shipping.wait_started()
     shipping.finish(FAST_FILES * FAST_LINES)
     # No range of a file went into two objects (under two keys), and files shared objects.
     assert assert_ranges_tile(store, shipping) > 0
