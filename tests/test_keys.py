@@ -111,3 +111,13 @@ def test_a_partition_is_the_key_without_the_files_range() -> None:
     other_source = keys.partition(source="db", first_time=T)
     assert same_hour == keys.partition(source="web", first_time=T)
     assert len({same_hour, next_hour, other_source}) == 3
+
+
+def test_partitions_are_remembered_by_the_second_and_no_coarser() -> None:
+    keys = compile_template(
+        "{source}/{host}/%H%M%S/{fingerprint}-{start}-{end}", prefix="", static={}, host="h1"
+    )
+    first = keys.partition(source="web", first_time=T + 0.1)
+    assert keys.partition(source="web", first_time=T + 0.9) == first == "web/h1/130709/--"
+    assert keys.partition(source="web", first_time=T + 1.0) == "web/h1/130710/--"
+    assert keys.partition(source="db", first_time=T + 0.5) == "db/h1/130709/--"

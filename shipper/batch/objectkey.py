@@ -23,10 +23,11 @@ __all__ = [
     "object_suffix",
 ]
 
+import math
 import re
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 DEFAULT_KEY_TEMPLATE = "source={source}/host={host}/dt=%Y-%m-%d/hour=%H/{fingerprint}-{start}-{end}"
@@ -41,6 +42,8 @@ REQUIRED_FIELDS = ("host", "fingerprint", "start", "end")
 #: strftime directives that depend on the time alone (not on the locale or the
 #: platform), so a key is the same on every machine and after every restart.
 TIME_DIRECTIVES = frozenset("YmdHMSjyGVuUW%")
+#: Partitions remembered (a few seconds' worth of sources): see ``KeyTemplate``.
+_PARTITIONS_KEPT = 4096
 #: S3 caps keys at 1,024 bytes; the rendered fields and the suffix take up to this much.
 MAX_TEMPLATE_BYTES = 768
 _STATIC_VALUE_RE = re.compile(r"[A-Za-z0-9._=-]+")
@@ -78,6 +81,9 @@ class KeyTemplate:
     static: Mapping[str, str]
     host: str
     suffix: str
+    #: Partitions by (source, second): a template's directives go down to seconds
+    #: (``TIME_DIRECTIVES``), and sealing many small files asks for thousands a second.
+    _partitions: dict[tuple[str, int], str] = field(default_factory=dict, compare=False, repr=False)
 
     def render(
         self, *, source: str, fingerprint_id: str, start: int, end: int, first_time: float
@@ -101,10 +107,16 @@ class KeyTemplate:
     def partition(self, *, source: str, first_time: float) -> str:
         """The key with the file's range left out: its source, host, static fields and
         time. Batches of one partition may share an object; others may not."""
-        when = datetime.fromtimestamp(first_time, tz=timezone.utc)
-        values = {**self.static, "source": source, "host": self.host}
-        values.update(fingerprint="", start="", end="")
-        return self._fill(when, values)
+        second = math.floor(first_time)
+        found = self._partitions.get((source, second))
+        if found is None:
+            if len(self._partitions) >= _PARTITIONS_KEPT:
+                self._partitions.clear()
+            when = datetime.fromtimestamp(second, tz=timezone.utc)
+            values = {**self.static, "source": source, "host": self.host}
+            values.update(fingerprint="", start="", end="")
+            found = self._partitions[(source, second)] = self._fill(when, values)
+        return found
 
     def _fill(self, when: datetime, values: Mapping[str, str]) -> str:
         # strftime runs on the template's own text only: a '%' in a source name or
