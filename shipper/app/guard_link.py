@@ -5,7 +5,6 @@ files, a pause of the reader, letting go of a file, and spooling a gap record.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -20,8 +19,6 @@ from shipper.spool.entry import SpoolEntry
 from shipper.spool.spool import Spool
 from shipper.tail.checkpoints import Checkpoint
 from shipper.tail.context import TailContext
-
-log = logging.getLogger(__name__)
 
 
 class GuardLink:

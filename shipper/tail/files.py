@@ -10,9 +10,8 @@ however many are parked.
 
 from __future__ import annotations
 
-__all__ = ["ActiveFile", "CopiesSeen", "FileState", "FileTable", "Parked", "Preopened"]
+__all__ = ["ActiveFile", "CopiesSeen", "FileTable", "Parked", "Preopened"]
 
-import enum
 import os
 from dataclasses import dataclass, field
 
@@ -22,14 +21,6 @@ from shipper.tail.checkpoints import Checkpoint
 from shipper.tail.known import WaitingFiles
 from shipper.tail.multiline import LineJoiner
 from shipper.tail.tailer import FileTailer, LineChunk
-
-
-class FileState(enum.Enum):
-    OPEN = "open"
-    PARKED = "parked"
-    PREOPENED = "pre-opened"
-    WAITING = "waiting for a slot"
-    HELD_COPY = "held copy"
 
 
 @dataclass(slots=True)
@@ -126,20 +117,8 @@ class FileTable:
     #: Files finished at a truncation; the next scan looks for their copies.
     truncated_originals: list[Checkpoint] = field(default_factory=list)
 
-    def state_of(self, inode: InodeKey) -> FileState | None:
-        if inode in self.active:
-            return FileState.OPEN
-        if inode in self.parked:
-            return FileState.PARKED
-        if inode in self.preopened:
-            return FileState.PREOPENED
-        if self.waiting.holds(inode):
-            return FileState.WAITING
-        if inode in self.copies.held_since:
-            return FileState.HELD_COPY
-        return None
-
     def free_slots(self, max_open: int) -> int:
+        """Files that may be opened now: the open and the pre-opened hold the others."""
         return max_open - len(self.active) - len(self.preopened)
 
     def close_preopened(self) -> None:

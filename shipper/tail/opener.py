@@ -199,11 +199,7 @@ class Opener:
     def preopen(self, path: str) -> None:
         """Open a just-created file that a source selects; the next scan identifies it."""
         source = source_of(self.ctx.settings.sources, path)
-        if (
-            source is None
-            or len(self.ctx.files.active) + len(self.ctx.files.preopened)
-            >= self.ctx.settings.max_open_files
-        ):
+        if source is None or self.ctx.files.free_slots(self.ctx.settings.max_open_files) <= 0:
             return
         roots = self.ctx.events.roots.get(source)
         if roots is None:

@@ -158,7 +158,5 @@ class Watcher:
     def next_waiting(self) -> list[tuple[str, str]]:
         """The files first in line for a slot, as many as are free."""
         return self.ctx.files.waiting.first(
-            self.ctx.settings.max_open_files
-            - len(self.ctx.files.active)
-            - len(self.ctx.files.preopened)
+            self.ctx.files.free_slots(self.ctx.settings.max_open_files)
         )
