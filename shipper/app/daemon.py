@@ -413,8 +413,8 @@ class Daemon:
             raise StateError(f"state_dir {state_dir}: {exc}") from exc
         for problem in stored.unreadable:
             log.error("unreadable state row skipped", extra={"row": problem})
-        self.shipped.load(stored.shipped)
         resumed = resume_positions(stored.checkpoints, spooled, stored.shipped)
+        self.shipped.load(stored.shipped)  # after: with the checkpoints' fingerprints
         self.checkpointer.load(stored.checkpoints, resumed)
         for entry in damaged:
             # A file that only a damaged entry still names (its checkpoints lost too):

@@ -23,7 +23,10 @@ def resume_positions(
     spooled: Iterable[SpoolEntry],
     delivered: Iterable[ShippedFile],
 ) -> dict[str, Checkpoint]:
-    """Checkpoints by fingerprint id, each at the largest end any of the three knows."""
+    """Checkpoints by fingerprint id, each at the largest end any of the three knows.
+
+    A delivered file's fingerprint and path become its checkpoint's objects.
+    """
     merged = {fid: replace(c) for fid, c in checkpoints.items()}
     # Gap records name ranges deleted unshipped, not ranges read: if the deletion
     # did not happen after all (a crash between the record and the unlink), the
@@ -44,6 +47,11 @@ def resume_positions(
         known = merged.get(fid)
         if known is not None:
             known.offset = max(known.offset, shipped.end)
+            # Read from two tables, they are equal: one object each for both (about
+            # 300 bytes per known file once 100,000 are known).
+            shipped.fingerprint = known.fingerprint
+            if shipped.path == known.path:
+                shipped.path = known.path
             continue
         # Delivered before its checkpoint was first saved (a crash).
         merged[fid] = shipped.as_checkpoint()

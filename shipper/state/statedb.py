@@ -150,16 +150,15 @@ class StateDB:
 
     def save_checkpoints(self, changed: Iterable[Checkpoint], forgotten: Iterable[str]) -> None:
         """Write the checkpoints that changed; drop forgotten files, delivered ranges too."""
-        self.save_checkpoint_docs(((c.fingerprint.id, c.to_json()) for c in changed), forgotten)
+        self.save_checkpoint_rows(
+            ((c.fingerprint.id, orjson.dumps(c.to_json())) for c in changed), forgotten
+        )
 
-    def save_checkpoint_docs(
-        self, changed: Iterable[tuple[str, dict[str, Any]]], forgotten: Iterable[str]
+    def save_checkpoint_rows(
+        self, rows: Iterable[tuple[str, bytes]], forgotten: Iterable[str]
     ) -> None:
-        """:meth:`save_checkpoints`, given each checkpoint's ``to_json()`` (taken where the
-        checkpoints change: a snapshot) by fingerprint id."""
-        # Encoded row by row as the statement takes them: a first save of 100,000
-        # files would otherwise hold every encoded row at once.
-        rows = ((fid, orjson.dumps(doc)) for fid, doc in changed)
+        """:meth:`save_checkpoints`, given each checkpoint's ``to_json()`` encoded (taken
+        where the checkpoints change: a snapshot), by fingerprint id."""
         gone = [(fid,) for fid in forgotten]
         with self._transaction() as db:
             db.executemany("INSERT OR REPLACE INTO checkpoints VALUES (?, ?)", rows)

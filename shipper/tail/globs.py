@@ -19,6 +19,7 @@ __all__ = [
     "Refusals",
     "SourceRoots",
     "discover",
+    "events_see_every_write",
     "find_by_inode",
     "glob_base",
     "is_excluded",
@@ -197,17 +198,24 @@ def discover(
 
 
 def directories(sources: Mapping[str, SourceSettings]) -> set[str]:
-    """The directories holding whatever the include globs match.
+    """The directories the include globs' files are in, or would be.
 
-    Only globbed, nothing judged: cheaper than :func:`discover` by a stat and a
-    real path per file, and measuring the directory of a refused name is harmless.
+    Only the directory part of each glob is expanded, not the file names: O(files)
+    only for a ``**`` glob. Nothing is judged, and measuring a directory with no
+    log in it, or with a refused name, is harmless.
     """
-    return {
-        os.path.dirname(path) or "."
-        for source in sources.values()
-        for pattern in source.include
-        for path in expand(pattern)
-    }
+    found: set[str] = set()
+    for source in sources.values():
+        for pattern in source.include:
+            parent = os.path.dirname(pattern) or "."
+            if "**" in pattern:
+                found.update(os.path.dirname(path) or "." for path in expand(pattern))
+            elif not _has_magic(parent):
+                if os.path.isdir(parent):
+                    found.add(parent)
+            else:
+                found.update(path for path in expand(parent) if os.path.isdir(path))
+    return found
 
 
 def selected(
@@ -347,6 +355,20 @@ def watch_roots(sources: Mapping[str, SourceSettings]) -> list[Path]:
     # A root inside another is covered by the outer one's events only when recursive;
     # keep them all, watchfiles de-duplicates nothing but the cost is small.
     return sorted(root for root in roots if root.is_dir())
+
+
+def events_see_every_write(sources: Mapping[str, SourceSettings]) -> bool:
+    """Whether change events on :func:`watch_roots` name every file the globs select.
+
+    They do when no include glob has a wildcard above the file's own name (a new
+    subdirectory is not watched) and no source follows symlinks to elsewhere (a
+    write there is an event of another directory).
+    """
+    return all(
+        not source.symlink_targets
+        and all(Path(glob_base(p)) == Path(p).parent for p in source.include)
+        for source in sources.values()
+    )
 
 
 def find_by_inode(

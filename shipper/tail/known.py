@@ -8,7 +8,7 @@ checkpoints come and go instead.
 
 from __future__ import annotations
 
-__all__ = ["KnownFiles", "MarkedByHead", "WaitingFiles"]
+__all__ = ["CheckpointsBy", "KnownFiles", "MarkedByHead", "WaitingFiles"]
 
 import itertools
 from collections import Counter
@@ -28,6 +28,38 @@ from shipper.files.durable import InodeKey
 from shipper.tail.checkpoints import Checkpoint
 
 K = TypeVar("K")
+#: An index entry: the one checkpoint under a key (nearly always), or several. A
+#: tuple per entry cost 64 bytes per known file and index.
+Entry = Checkpoint | tuple[Checkpoint, ...]
+
+
+def _all(entry: Entry) -> tuple[Checkpoint, ...]:
+    return entry if isinstance(entry, tuple) else (entry,)
+
+
+class CheckpointsBy(Mapping[K, Sequence[Checkpoint]]):
+    """An index read as checkpoints by key, however its entries are stored."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, entries: Mapping[K, Entry]) -> None:
+        self._entries = entries
+
+    def __getitem__(self, key: K) -> tuple[Checkpoint, ...]:
+        return _all(self._entries[key])
+
+    def get(self, key: K, default: Sequence[Checkpoint] = ()) -> Sequence[Checkpoint]:  # type: ignore[override]
+        entry = self._entries.get(key)
+        return default if entry is None else _all(entry)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class MarkedByHead(Mapping[str, Sequence[Checkpoint]]):
@@ -36,7 +68,7 @@ class MarkedByHead(Mapping[str, Sequence[Checkpoint]]):
     Markers are added as a file is read, so they are filtered at lookup time.
     """
 
-    def __init__(self, by_head: Mapping[str, tuple[Checkpoint, ...]]) -> None:
+    def __init__(self, by_head: Mapping[str, Sequence[Checkpoint]]) -> None:
         self._by_head = by_head
 
     def __getitem__(self, head: str) -> Sequence[Checkpoint]:
@@ -61,8 +93,8 @@ class KnownFiles(MutableMapping[str, Checkpoint]):
 
     def __init__(self, checkpoints: Mapping[str, Checkpoint] | None = None) -> None:
         self._by_id: dict[str, Checkpoint] = {}
-        self._by_inode: dict[InodeKey, tuple[Checkpoint, ...]] = {}
-        self._by_head: dict[str, tuple[Checkpoint, ...]] = {}
+        self._by_inode: dict[InodeKey, Entry] = {}
+        self._by_head: dict[str, Entry] = {}
         for fid, checkpoint in (checkpoints or {}).items():
             self[fid] = checkpoint
 
@@ -74,9 +106,8 @@ class KnownFiles(MutableMapping[str, Checkpoint]):
             del self[fid]
         self._by_id[fid] = checkpoint
         fp = checkpoint.fingerprint
-        inode = (fp.dev, fp.ino)
-        self._by_inode[inode] = (*self._by_inode.get(inode, ()), checkpoint)
-        self._by_head[fp.head_sha256] = (*self._by_head.get(fp.head_sha256, ()), checkpoint)
+        _add(self._by_inode, (fp.dev, fp.ino), checkpoint)
+        _add(self._by_head, fp.head_sha256, checkpoint)
 
     def __delitem__(self, fid: str) -> None:
         checkpoint = self._by_id.pop(fid)
@@ -105,7 +136,8 @@ class KnownFiles(MutableMapping[str, Checkpoint]):
         return self._by_id.get(fid, default)
 
     def on_inode(self, inode: InodeKey) -> tuple[Checkpoint, ...]:
-        return self._by_inode.get(inode, ())
+        entry = self._by_inode.get(inode)
+        return () if entry is None else _all(entry)
 
     def index(
         self, *, snapshot: bool = True
@@ -118,16 +150,25 @@ class KnownFiles(MutableMapping[str, Checkpoint]):
         read-only views, and is spared copying 100,000 entries to look at ten.
         """
         if snapshot:
-            return dict(self._by_inode), MarkedByHead(dict(self._by_head))
-        return MappingProxyType(self._by_inode), MarkedByHead(MappingProxyType(self._by_head))
+            return CheckpointsBy(dict(self._by_inode)), MarkedByHead(
+                CheckpointsBy(dict(self._by_head))
+            )
+        return CheckpointsBy(MappingProxyType(self._by_inode)), MarkedByHead(
+            CheckpointsBy(MappingProxyType(self._by_head))
+        )
 
 
-def _drop(index: dict[K, tuple[Checkpoint, ...]], key: K, checkpoint: Checkpoint) -> None:
-    left = tuple(c for c in index[key] if c is not checkpoint)
-    if left:
-        index[key] = left
-    else:
+def _add(index: dict[K, Entry], key: K, checkpoint: Checkpoint) -> None:
+    entry = index.get(key)
+    index[key] = checkpoint if entry is None else (*_all(entry), checkpoint)
+
+
+def _drop(index: dict[K, Entry], key: K, checkpoint: Checkpoint) -> None:
+    left = tuple(c for c in _all(index[key]) if c is not checkpoint)
+    if not left:
         del index[key]
+    else:
+        index[key] = left[0] if len(left) == 1 else left
 
 
 class WaitingFiles:

@@ -76,9 +76,12 @@ class Opener:
             # A file that appears while running is read whole: it is usually the new
             # file of a rotation, and its first lines are as precious as any.
             offset = 0
+        shown = printable_path(path)
+        if found.known is not None and found.known.path == shown:
+            shown = found.known.path  # one string for both: 100 bytes per known file
         tailer = FileTailer(
             source=source,
-            path=printable_path(path),
+            path=shown,
             fd=found.fd,
             fingerprint=found.fingerprint,
             offset=offset,

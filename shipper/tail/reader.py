@@ -290,10 +290,11 @@ class Reader:
             del self.ctx.files.active[active.inode]
             self.ctx.files.parked[active.inode] = Parked(checkpoint, consumed, mtime_ns)
         if chosen:
+            # Files waiting for a slot may now be opened, at once, each looked at alone:
+            # a scan of everything would cost O(files) at every park.
             if self.ctx.files.waiting:
-                self.ctx.events.targeted.set()  # waiting files may now be opened: at once
+                self.ctx.events.targeted.set()
             self.ctx.files.waiting_to_open = 0
-            self.ctx.rescan.set()
 
     async def seal_aged(self) -> None:
         now = time.monotonic()

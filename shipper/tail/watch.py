@@ -13,7 +13,7 @@ import watchfiles
 
 from shipper.files.durable import printable_path
 from shipper.tail.context import TailContext
-from shipper.tail.globs import source_of, watch_roots
+from shipper.tail.globs import events_see_every_write, source_of, watch_roots
 from shipper.tail.opener import Opener
 from shipper.tail.scanner import Scanner
 
@@ -23,8 +23,29 @@ log = logging.getLogger(__name__)
 #: about 5% of a core), and at most SCAN_REST_MAX_SECS.
 SCAN_REST_FACTOR = 19.0
 SCAN_REST_MAX_SECS = 30.0
+#: While change events name every write (see ``events_see_every_write``), the
+#: periodic scan only catches an event lost (a full inotify queue): it rests 99
+#: times as long as it took (1% of a core), at most SAFETY_SCAN_REST_MAX_SECS. A
+#: create, rename or delete still has a scan after the rest above.
+SAFETY_SCAN_REST_FACTOR = 99.0
+SAFETY_SCAN_REST_MAX_SECS = 300.0
 #: After change events fail, how long to poll before watching again.
 WATCH_RESTART_SECS = 30.0
+
+
+def scan_rests(spent: float, *, poll_interval: float, events_see_all: bool) -> tuple[float, float]:
+    """After a scan that took ``spent`` seconds: how long until a scan a change event
+    asked for may start, and until the next periodic one.
+
+    A scan costs O(files matched), so both rest in proportion to it: scanning takes
+    a bounded share of a core however many files there are.
+    """
+    rest = min(spent * SCAN_REST_FACTOR, SCAN_REST_MAX_SECS)
+    if events_see_all:
+        sweep = min(spent * SAFETY_SCAN_REST_FACTOR, SAFETY_SCAN_REST_MAX_SECS)
+    else:
+        sweep = rest
+    return rest, max(sweep, poll_interval)
 
 
 class Watcher:
@@ -82,10 +103,13 @@ class Watcher:
         finally:
             self.ctx.events.live = False
             self.ctx.events.dirty.clear()
+            # Events missed from now on: scan soon, and on the polling schedule after.
+            self.ctx.rescan.set()
 
     async def discover(self) -> None:
         """Scan everything every ``poll_interval_secs`` (and soon after a create, rename
-        or delete), resting after each scan in proportion to what it cost; meanwhile,
+        or delete), resting after each scan in proportion to what it cost (longer while
+        change events name every write: see ``scan_rests``); meanwhile,
         look at once at the paths change events name and at files waiting for a slot.
 
         It runs beside the reader, not between its reads, so a file that is
@@ -94,14 +118,14 @@ class Watcher:
         while not self.ctx.stopping.is_set():
             self.ctx.rescan.clear()
             spent = await self.timed_scan(targeted=None)
-            # A scan costs O(files matched): rest in proportion, so that scanning takes
-            # a bounded share of a core however many files there are.
-            rest = min(spent * SCAN_REST_FACTOR, SCAN_REST_MAX_SECS)
-            started = time.monotonic()
-            rested, next_scan = (
-                started + rest,
-                started + max(rest, self.ctx.settings.poll_interval_secs),
+            rest, sweep = scan_rests(
+                spent,
+                poll_interval=self.ctx.settings.poll_interval_secs,
+                events_see_all=self.ctx.events.live
+                and events_see_every_write(self.ctx.settings.sources),
             )
+            started = time.monotonic()
+            rested, next_scan = started + rest, started + sweep
             while not self.ctx.stopping.is_set():
                 targets = self.take_targets()
                 if targets:
