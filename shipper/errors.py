@@ -11,6 +11,7 @@ __all__ = [
     "RefusedFileError",
     "ShipperError",
     "SinkError",
+    "SpansError",
     "SpoolCorruptError",
     "StateError",
 ]
@@ -100,6 +101,10 @@ class SpoolCorruptError(ShipperError):
     def __init__(self, message: str, *, header: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.header = header
+
+
+class SpansError(ShipperError):
+    """An object's span list (the frame it ends with) is missing, damaged or not ours."""
 
 
 #: How a failed write is handled: ``retriable`` (the store or the network will

@@ -1,4 +1,5 @@
 import itertools
+import math
 from types import SimpleNamespace
 from typing import Any
 
@@ -7,7 +8,7 @@ from hypothesis import strategies as st
 
 from shipper.batch.batcher import Batch, Batcher, BatchLimits
 from shipper.files.fingerprint import Fingerprint
-from shipper.spool.sealer import PACK_SEGMENTS_BUDGET, _packs, _segment_text_len
+from shipper.spool.sealer import _packs, _segment_text_len
 from shipper.transform.records import NdjsonRecords
 
 FP = Fingerprint(dev=1, ino=2, head_len=10, head_sha256="00" * 32)
@@ -182,12 +183,15 @@ def owing(ino: int, size: int, records: int) -> Any:
     st.lists(st.tuples(st.integers(1, 400), st.integers(1, 30)), min_size=1, max_size=120),
     st.integers(100, 2000),
     st.integers(5, 200),
+    st.sampled_from([None, 1024, 200]),
 )
 def test_packs_keep_order_and_fit_the_limits(
-    files: list[tuple[int, int]], max_bytes: int, max_records: int
+    files: list[tuple[int, int]], max_bytes: int, max_records: int, described_at_most: int | None
 ) -> None:
     actives = [owing(n, size, records) for n, (size, records) in enumerate(files, 1)]
-    packs = list(_packs(actives, BatchLimits(max_bytes, max_records, 5.0)))
+    limits = BatchLimits(max_bytes, max_records, 5.0)
+    packs = list(_packs(actives, limits, described_at_most=described_at_most))
+    budget = math.inf if described_at_most is None else described_at_most
     assert [a for pack in packs for a in pack] == actives  # each once, in order
     for pack in packs:
         batches = [a.unsealed[0] for a in pack]
@@ -195,7 +199,7 @@ def test_packs_keep_order_and_fit_the_limits(
         fits = (
             sum(len(b.body) for b in batches) <= max_bytes
             and sum(b.records for b in batches) <= max_records
-            and described <= PACK_SEGMENTS_BUDGET
+            and described <= budget
         )
         # A batch alone may be over the limits (it was cut so); packs of several fit.
         assert fits or len(pack) == 1
@@ -206,5 +210,5 @@ def test_packs_keep_order_and_fit_the_limits(
         assert (
             sum(len(b.body) for b in batches) + len(first.body) > max_bytes
             or sum(b.records for b in batches) + first.records > max_records
-            or sum(_segment_text_len(b) for b in [*batches, first]) > PACK_SEGMENTS_BUDGET
+            or sum(_segment_text_len(b) for b in [*batches, first]) > budget
         )

@@ -27,7 +27,7 @@ from shipper.state.statedb import read_totals
 from tests.e2e_harness import Shipping
 from tests.support.faultproxy import FaultProxy
 from tests.support.producers import run_writer, start_writer, wait_writer
-from tests.support.store import assert_exact, object_ranges, s3_keys, spool_file_ends, wait_for
+from tests.support.store import assert_exact, s3_keys, spool_file_ends, stored_ranges, wait_for
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -54,8 +54,7 @@ def assert_ranges_tile(client: S3Client, bucket: str, keys: list[str]) -> None:
     files) follow on from 0: no overlap, no gap."""
     by_file: dict[str, list[tuple[int, int]]] = {}
     for key in keys:
-        metadata = client.head_object(Bucket=bucket, Key=key)["Metadata"]
-        for fid, start, end, _ in object_ranges(metadata):
+        for fid, start, end, _ in stored_ranges(client, bucket, key)[1]:
             by_file.setdefault(fid, []).append((start, end))
     for fid, ranges in by_file.items():
         ranges.sort()

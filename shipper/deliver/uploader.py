@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from shipper.batch.pack import CONTENT_ENCODING
+from shipper.batch.provenance import SEGMENTS_METADATA_BYTES, spans_trailer
 from shipper.deliver.ledger import Ledger
 from shipper.deliver.sinks.base import ObjectToPut, PutOutcome, Sink
 from shipper.errors import SinkError, SpoolCorruptError
@@ -47,22 +48,24 @@ class Backoff:
         return rng.uniform(0.0, min(self.cap_secs, self.base_secs * 2 ** min(attempt, 30)))
 
 
-def object_metadata(entry: SpoolEntry, host: str) -> dict[str, str]:
+def object_metadata(entry: SpoolEntry, host: str, *, spans_bytes: int = 0) -> dict[str, str]:
     """Provenance carried by every object; S3 metadata is ASCII, so the path is %-encoded.
 
-    An object of several files also lists every file's range, as
-    ``<fingerprint>:<start>-<end>:<lines>`` joined by ``;`` (the first file's path
-    alone is there: paths would not fit in the store's 2 KB of metadata).
+    An object of several files also says how many (``shipper-files``) and, when it
+    ends with a span list (see :mod:`shipper.batch.provenance`), how long that is
+    (``shipper-spans-bytes``). Where they fit in 1 KB, every file's range is listed
+    here too, as ``<fingerprint>:<start>-<end>:<lines>`` joined by ``;``
+    (``shipper-segments``); the first file's path alone is here.
     """
     first = entry.segments[0]
     several = {}
     if len(entry.segments) > 1:
-        several = {
-            "shipper-files": str(len(entry.segments)),
-            "shipper-segments": ";".join(
-                f"{s.fingerprint.id}:{s.start}-{s.end}:{s.lines}" for s in entry.segments
-            ),
-        }
+        several = {"shipper-files": str(len(entry.segments))}
+        listed = ";".join(f"{s.fingerprint.id}:{s.start}-{s.end}:{s.lines}" for s in entry.segments)
+        if len(listed) <= SEGMENTS_METADATA_BYTES:
+            several["shipper-segments"] = listed
+        if spans_bytes:
+            several["shipper-spans-bytes"] = str(spans_bytes)
     return {
         "shipper-source": entry.source,
         "shipper-host": host,
@@ -75,6 +78,16 @@ def object_metadata(entry: SpoolEntry, host: str) -> dict[str, str]:
         "shipper-sha256": entry.body_sha256,
         **several,
     }
+
+
+def object_body(entry: SpoolEntry, body: bytes) -> tuple[bytes, int]:
+    """The bytes an entry's object holds, and how many of them are its span list:
+    a zstd object of several files ends with one (gzip objects list their files in
+    their metadata only, so the sealer packs no more than fit there)."""
+    if entry.codec != "zstd" or len(entry.segments) < 2:
+        return body, 0
+    trailer = spans_trailer(entry.segments)
+    return body + trailer, len(trailer)
 
 
 def _shown(exc: BaseException) -> str:
@@ -317,12 +330,12 @@ class Uploader:
         return outcome
 
     def _put(self, entry: SpoolEntry) -> PutOutcome:
-        body = self.spool.read_body(entry)
+        body, spans_bytes = object_body(entry, self.spool.read_body(entry))
         return self.sink.put(
             ObjectToPut(
                 key=entry.key,
                 body=body,
-                metadata=object_metadata(entry, self.host),
+                metadata=object_metadata(entry, self.host, spans_bytes=spans_bytes),
                 content_encoding=CONTENT_ENCODING.get(entry.codec, entry.codec),
             )
         )

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from shipper.batch.batcher import Batch, BatchLimits
 from shipper.batch.objectkey import KeyTemplate
 from shipper.batch.pack import pack_batches
+from shipper.batch.provenance import SEGMENTS_METADATA_BYTES
 from shipper.config import DEFAULT_COMPRESSION_LEVEL
 from shipper.files.markers import Marker, remember
 from shipper.spool import refill
@@ -32,10 +33,6 @@ from shipper.tail.tailer import LineChunk
 from shipper.transform.chain import Chain
 
 log = logging.getLogger(__name__)
-
-#: Bytes of an object's ``shipper-segments`` metadata (each file's range) that one
-#: entry of several files may take: S3 allows 2 KB of metadata in all.
-PACK_SEGMENTS_BUDGET = 1024
 
 
 @dataclass(slots=True)
@@ -51,8 +48,11 @@ def _segment_text_len(batch: Batch) -> int:
     return len(f"{batch.fingerprint.id}:{batch.start}-{batch.end}:{batch.lines};")
 
 
-def _packs(actives: list[ActiveFile], limits: BatchLimits) -> Iterator[list[ActiveFile]]:
-    """The files, in order, in groups whose one owed batch each fit one entry."""
+def _packs(
+    actives: list[ActiveFile], limits: BatchLimits, *, described_at_most: int | None
+) -> Iterator[list[ActiveFile]]:
+    """The files, in order, in groups whose one owed batch each fit one entry, and
+    whose ranges fit ``described_at_most`` bytes of metadata if given."""
     pack: list[ActiveFile] = []
     size = records = described = 0
     for active in actives:
@@ -61,7 +61,7 @@ def _packs(actives: list[ActiveFile], limits: BatchLimits) -> Iterator[list[Acti
         if pack and (
             size + len(batch.body) > limits.max_bytes
             or records + batch.records > limits.max_records
-            or described + text > PACK_SEGMENTS_BUDGET
+            or (described_at_most is not None and described + text > described_at_most)
         ):
             yield pack
             pack, size, records, described = [], 0, 0, 0
@@ -224,8 +224,8 @@ class Sealer:
 
     def seal_packed(self, actives: list[ActiveFile], *, beyond_limits: bool = False) -> SealResult:
         """Runs in a thread: seal the one batch each file owes, packing those of one
-        source and key partition into entries within the batch limits and
-        :data:`PACK_SEGMENTS_BUDGET`.
+        source and key partition into entries within the batch limits (and, for
+        gzip objects, :data:`SEGMENTS_METADATA_BYTES` of metadata).
 
         Each file's batch is its only unsealed one, so the order of its batches
         holds whatever is packed beside it. Stops like :meth:`_seal_unsealed`.
@@ -237,8 +237,12 @@ class Sealer:
             batch = active.unsealed[0]
             partition = self.keys.partition(source=batch.source, first_time=batch.first_time)
             by_partition[partition].append(active)
+        # A zstd object lists its files in the span list it ends with; a gzip one in
+        # its metadata only, and S3 allows 2 KB of that.
+        gzip = self.ctx.settings.sink.codec == "gzip"
+        described_at_most = SEGMENTS_METADATA_BYTES if gzip else None
         for members in by_partition.values():
-            for pack in _packs(members, self.ctx.limits):
+            for pack in _packs(members, self.ctx.limits, described_at_most=described_at_most):
                 if self.spool_full() and not beyond_limits:
                     return result
                 batches: list[tuple[Batch, Marker | None]] = []

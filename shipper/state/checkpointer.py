@@ -22,6 +22,8 @@ from shipper.tail.known import KnownFiles
 log = logging.getLogger(__name__)
 
 CHECKPOINT_INTERVAL_SECS = 1.0
+#: Rows written per transaction: grouped, and bounded in memory however many changed.
+CHECKPOINT_ROWS_PER_SAVE = 5000
 #: At most this stale, a file's saved ``seen_at`` (when it was last found): enough to
 #: forget it in time, without writing every file's row at every scan.
 SEEN_AT_SAVE_SECS = 3600.0
@@ -128,26 +130,42 @@ class Checkpointer:
     async def persist_now(self) -> None:
         # What changed is taken on the event loop, where checkpoints change.
         self.ctx.checkpoints_dirty = False
+        pending: list[Checkpoint] = []
+        for checkpoint in self.ctx.known.values():
+            if checkpoint.unsaved:
+                # Cleared first: a change made while this save runs marks it again.
+                checkpoint.unsaved = False
+                pending.append(checkpoint)
+        # Forgotten files, saved or not (a row from before this start, say), lose their rows.
+        forgotten = [fid for fid in self.saved.forgotten if fid not in self.ctx.known]
+        # A transaction per CHECKPOINT_ROWS_PER_SAVE rows, each encoded just before it:
+        # a first save of 100,000 files holds a few MiB of rows at a time, not 40.
+        for at in range(0, max(len(pending), 1), CHECKPOINT_ROWS_PER_SAVE):
+            chunk = pending[at : at + CHECKPOINT_ROWS_PER_SAVE]
+            if not await self.save_rows(chunk, forgotten if at == 0 else []):
+                for checkpoint in pending[at:]:
+                    checkpoint.unsaved = True
+                self.ctx.checkpoints_dirty = True
+                return
+        self.saved.at = time.monotonic()
+
+    async def save_rows(self, checkpoints: list[Checkpoint], forgotten: list[str]) -> bool:
+        """Write the rows of ``checkpoints`` that changed since saved, and delete those
+        of ``forgotten``, in one transaction; False if the database refused."""
         resolution = self.seen_resolution
         saved = self.saved.forms
-        # Encoded at once, and copied to a bytes of its own size: a first save of
-        # 100,000 files holding every row as a dict tree took 80 MiB, and as
-        # ``orjson.dumps`` leaves them (each shrunk in place from a bigger buffer) 400.
+        # Each row copied to a bytes of its own size: as ``orjson.dumps`` leaves them
+        # (shrunk in place from a bigger buffer) they took 4 KiB each for good.
         changed: dict[str, tuple[bytes, SavedForm]] = {}
-        looked_at: list[Checkpoint] = []
-        for fid, checkpoint in self.ctx.known.items():
-            if not checkpoint.unsaved:
-                continue
-            # Cleared first: a change made while this save runs marks it again.
-            checkpoint.unsaved = False
-            looked_at.append(checkpoint)
+        for checkpoint in checkpoints:
+            fid = checkpoint.fingerprint.id
+            if self.ctx.known.get(fid) is not checkpoint:
+                continue  # forgotten (or replaced) since: a row now would outlive it
             form = saved_form(checkpoint, resolution)
             if saved.get(fid) != form:
                 changed[fid] = (bytes(memoryview(orjson.dumps(checkpoint.to_json()))), form)
-        # Forgotten files, saved or not (a row from before this start, say), lose their rows.
-        forgotten = [fid for fid in self.saved.forgotten if fid not in self.ctx.known]
         if not changed and not forgotten:
-            return
+            return True
         try:
             await asyncio.to_thread(
                 self.db.save_checkpoint_rows,
@@ -155,15 +173,12 @@ class Checkpointer:
                 forgotten,
             )
         except OSError as exc:
-            for checkpoint in looked_at:
-                checkpoint.unsaved = True
-            self.ctx.checkpoints_dirty = True
             # Retried every second: one line a minute (with a count) is enough.
             self.ctx.errors.warn("could not write checkpoints; will retry", error=str(exc))
-            return
+            return False
         for fid, (_, form) in changed.items():
             saved[fid] = form
         for fid in forgotten:
             saved.pop(fid, None)
         self.saved.forgotten.difference_update(forgotten)
-        self.saved.at = time.monotonic()
+        return True

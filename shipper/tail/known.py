@@ -106,13 +106,13 @@ class KnownFiles(MutableMapping[str, Checkpoint]):
             del self[fid]
         self._by_id[fid] = checkpoint
         fp = checkpoint.fingerprint
-        _add(self._by_inode, (fp.dev, fp.ino), checkpoint)
+        _add(self._by_inode, fp.inode, checkpoint)
         _add(self._by_head, fp.head_sha256, checkpoint)
 
     def __delitem__(self, fid: str) -> None:
         checkpoint = self._by_id.pop(fid)
         fp = checkpoint.fingerprint
-        _drop(self._by_inode, (fp.dev, fp.ino), checkpoint)
+        _drop(self._by_inode, fp.inode, checkpoint)
         _drop(self._by_head, fp.head_sha256, checkpoint)
 
     def __iter__(self) -> Iterator[str]:
@@ -177,11 +177,14 @@ class WaitingFiles:
     Kept by path (what a scan finds) and counted by inode (what lookups ask about).
     """
 
-    __slots__ = ("_by_path", "_inodes")
+    __slots__ = ("_by_path", "_inodes", "_peak")
 
     def __init__(self) -> None:
         self._by_path: dict[str, tuple[str, InodeKey]] = {}
         self._inodes: Counter[InodeKey] = Counter()
+        #: The most entries since the tables were last built: a dict never shrinks, and
+        #: the 100,000 files waiting at a first start would hold 9 MiB of empty slots.
+        self._peak = 0
 
     def __len__(self) -> int:
         return len(self._by_path)
@@ -201,6 +204,7 @@ class WaitingFiles:
         """After a scan of everything: exactly these wait."""
         self._by_path = dict(waiting)
         self._inodes = Counter(inode for _, inode in waiting.values())
+        self._peak = len(self._by_path)
 
     def update(self, looked_at: Iterable[str], waiting: Mapping[str, tuple[str, InodeKey]]) -> None:
         """After a scan of a few paths: of those, these wait (the others do not)."""
@@ -212,3 +216,6 @@ class WaitingFiles:
                     del self._inodes[was[1]]
         self._by_path.update(waiting)
         self._inodes.update(inode for _, inode in waiting.values())
+        self._peak = max(self._peak, len(self._by_path))
+        if self._peak > 1024 and len(self._by_path) < self._peak // 4:
+            self.replace(self._by_path)  # built anew at their size (amortised O(1))

@@ -132,6 +132,8 @@ class Opener:
         self, tailer: FileTailer, inode: InodeKey, *, copy_of: str | None = None
     ) -> ActiveFile:
         """A tailer with its batcher and, where the source asks for one, its line joiner."""
+        if inode == tailer.fingerprint.inode:
+            inode = tailer.fingerprint.inode  # the file tables' key: one tuple per file
         settings = self.ctx.settings.sources[tailer.source]
         batcher = Batcher(
             self.ctx.limits,

@@ -16,6 +16,7 @@ __all__ = [
     "s3_records",
     "s3_seqs",
     "spool_file_ends",
+    "stored_ranges",
     "wait_for",
 ]
 
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 import zstandard
 
+from shipper.batch.provenance import read_spans_trailer
 from shipper.spool.entry import decode_header
 
 if TYPE_CHECKING:
@@ -225,8 +227,33 @@ def wait_for(
         time.sleep(min(interval, remaining))
 
 
+def stored_ranges(
+    client: S3Client, bucket: str, key: str
+) -> tuple[dict[str, str], list[tuple[str, int, int, int]]]:
+    """An object's metadata and ``(fingerprint, start, end, lines)`` of every file
+    range it holds: from the span list it ends with, read alone by a ranged GET of
+    its last ``shipper-spans-bytes``, where it has one (its metadata's list, when
+    there is one too, must agree)."""
+    metadata = client.head_object(Bucket=bucket, Key=key)["Metadata"]
+    spans_bytes = int(metadata.get("shipper-spans-bytes", "0"))
+    if not spans_bytes:
+        return metadata, object_ranges(metadata)
+    got = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=-{spans_bytes}")
+    tail = got["Body"].read()
+    assert len(tail) == spans_bytes, (key, len(tail), spans_bytes)
+    ranges = [(s.fingerprint, s.start, s.end, s.lines) for s in read_spans_trailer(tail)]
+    assert len(ranges) == int(metadata["shipper-files"]), key
+    if "shipper-segments" in metadata:
+        assert ranges == object_ranges(metadata), key
+    return metadata, ranges
+
+
 def object_ranges(metadata: Mapping[str, str]) -> list[tuple[str, int, int, int]]:
-    """``(fingerprint, start, end, lines)`` of every file range an object holds."""
+    """``(fingerprint, start, end, lines)`` of every file range an object's metadata
+    lists (all of them, up to about 40 files: see :func:`stored_ranges`)."""
+    assert "shipper-files" not in metadata or "shipper-segments" in metadata, (
+        "the metadata lists only some files: read the span list (stored_ranges)"
+    )
     if "shipper-segments" not in metadata:
         return [
             (
