@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shipper.files.fingerprint import Fingerprint
 from shipper.files.markers import Marker
+from shipper.state.delivered import ShippedFile, ShippedIndex
 from shipper.tail.checkpoints import Checkpoint
 from shipper.tail.known import KnownFiles, WaitingFiles
 
@@ -50,14 +54,19 @@ def test_a_replaced_checkpoint_is_indexed_once() -> None:
     assert list(known.index()[1]["c" * 64]) == [newer]
 
 
-def test_a_snapshot_does_not_change_under_a_scan() -> None:
+def test_a_scan_reads_live_views_not_copies() -> None:
+    # A scan in a thread only looks keys up; copying 100,000 entries per scan cost
+    # 10 MiB at a time. It sees what the reader added or dropped meanwhile.
     a = checkpoint(4, "d")
     known = KnownFiles({a.fingerprint.id: a})
     by_inode, by_head = known.index()
-    known[checkpoint(5, "d").fingerprint.id] = checkpoint(5, "d")
+    b = checkpoint(5, "d")
+    known[b.fingerprint.id] = b
     del known[a.fingerprint.id]
-    assert by_inode == {(1, 4): (a,)}
-    assert list(by_head["d" * 64]) == [a]
+    assert dict(by_inode) == {(1, 5): (b,)}
+    assert list(by_head["d" * 64]) == [b]
+    with pytest.raises(TypeError):
+        by_inode[(1, 6)] = (b,)  # type: ignore[index]
 
 
 @given(st.lists(st.tuples(st.booleans(), st.integers(1, 6), st.sampled_from("xyz")), max_size=40))
@@ -96,3 +105,32 @@ def test_waiting_files_keep_their_order_and_count_inodes() -> None:
     waiting.update(["/l/b", "/l/c"], {})
     assert not waiting.holds((1, 2))
     assert waiting.inodes() == {(1, 4)}
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["put", "forget", "ask"]), st.integers(1, 6), st.sampled_from("xy")
+        ),
+        max_size=40,
+    )
+)
+def test_delivered_files_by_head_match_a_rebuild(steps: list[tuple[str, int, str]]) -> None:
+    # Delivered files by first bytes: built when first asked for, kept up to date after.
+    index = ShippedIndex()
+    alive: dict[str, str] = {}  # fingerprint id: the letter its first line repeats
+    for action, ino, letter in steps:
+        head = (letter * 9 + "\n").encode()
+        fp = Fingerprint(1, ino, len(head), hashlib.sha256(head).hexdigest())
+        if action == "put":
+            index.put([ShippedFile(fp, [(0, 10)])])
+            alive[fp.id] = letter
+        elif action == "forget":
+            index.forget([fp.id])
+            alive.pop(fp.id, None)
+        if action != "ask":
+            continue
+        for probe in "xy":
+            data = (probe * 9 + "\n").encode() + b"more"
+            expected = {fid for fid, first in alive.items() if first == probe}
+            assert {s.fingerprint.id for s in index.with_head(data)} == expected

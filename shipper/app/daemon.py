@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from shipper.app.allocator import limit_malloc_arenas
 from shipper.app.backfill import Backfill
 from shipper.app.chain import build_chain
 from shipper.app.guard_link import GuardLink
@@ -164,6 +165,7 @@ class Daemon:
         return self.ctx.files.active
 
     async def run(self) -> ExitCode:
+        limit_malloc_arenas()  # before any thread allocates
         if self.backfill is not None:
             # A backfill runs beside the daemon; its progress is in its log lines.
             return await self._run()

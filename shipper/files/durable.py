@@ -80,5 +80,9 @@ def printable_path(path: str) -> str:
     File names are bytes; Python hands undecodable ones over with surrogate
     escapes, which no JSON encoder accepts. Their bytes are shown as ``\\xNN``.
     Paths are only data here (files are known by fingerprint), so this is enough.
+    An ASCII path is returned as it is, not copied: a checkpoint then shares the
+    string a scan found (10 MiB less at once when 100,000 files are first found).
     """
+    if path.isascii():
+        return path
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

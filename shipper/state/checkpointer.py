@@ -59,8 +59,6 @@ class SavedCheckpoints:
     """What the state database holds of the checkpoints: a save writes only the rows
     that changed, and deletes those of forgotten files."""
 
-    #: Each checkpoint as last saved (``saved_form``), by fingerprint id.
-    forms: dict[str, SavedForm] = field(default_factory=dict)
     #: Files forgotten whose rows are still to be deleted.
     forgotten: set[str] = field(default_factory=set)
     at: float = field(default_factory=time.monotonic)
@@ -82,7 +80,10 @@ class Checkpointer:
         """At start: the rows as saved (``stored``), and the positions the files resume
         at (``resumed``: moved on by the spool and the deliveries)."""
         resolution = self.seen_resolution
-        self.saved.forms = {fid: saved_form(c, resolution) for fid, c in stored.items()}
+        for fid, checkpoint in resumed.items():
+            row = stored.get(fid)
+            if row is not None:
+                checkpoint.saved_as = saved_form(row, resolution)
         self.ctx.known = KnownFiles(resumed)
         # Rows of files not resumed go at the next save.
         self.saved.forgotten.update(f for f in stored if f not in self.ctx.known)
@@ -109,6 +110,7 @@ class Checkpointer:
         tailed = {a.tailer.fingerprint.id for a in self.ctx.files.active.values()}
         old = [f for f, c in self.ctx.known.items() if c.seen_at < cutoff and f not in tailed]
         for fid in old:
+            self.ctx.known[fid].saved_as = None  # its row goes: should it come back, write it
             del self.ctx.known[fid]
         self.shipped.forget(old)
         self.saved.forgotten.update(old)
@@ -153,32 +155,30 @@ class Checkpointer:
         """Write the rows of ``checkpoints`` that changed since saved, and delete those
         of ``forgotten``, in one transaction; False if the database refused."""
         resolution = self.seen_resolution
-        saved = self.saved.forms
         # Each row copied to a bytes of its own size: as ``orjson.dumps`` leaves them
         # (shrunk in place from a bigger buffer) they took 4 KiB each for good.
-        changed: dict[str, tuple[bytes, SavedForm]] = {}
+        changed: dict[str, tuple[bytes, SavedForm, Checkpoint]] = {}
         for checkpoint in checkpoints:
             fid = checkpoint.fingerprint.id
             if self.ctx.known.get(fid) is not checkpoint:
                 continue  # forgotten (or replaced) since: a row now would outlive it
             form = saved_form(checkpoint, resolution)
-            if saved.get(fid) != form:
-                changed[fid] = (bytes(memoryview(orjson.dumps(checkpoint.to_json()))), form)
+            if checkpoint.saved_as != form:
+                row = bytes(memoryview(orjson.dumps(checkpoint.to_json())))
+                changed[fid] = (row, form, checkpoint)
         if not changed and not forgotten:
             return True
         try:
             await asyncio.to_thread(
                 self.db.save_checkpoint_rows,
-                [(fid, row) for fid, (row, _) in changed.items()],
+                [(fid, row) for fid, (row, _, _) in changed.items()],
                 forgotten,
             )
         except OSError as exc:
             # Retried every second: one line a minute (with a count) is enough.
             self.ctx.errors.warn("could not write checkpoints; will retry", error=str(exc))
             return False
-        for fid, (_, form) in changed.items():
-            saved[fid] = form
-        for fid in forgotten:
-            saved.pop(fid, None)
+        for _, form, checkpoint in changed.values():
+            checkpoint.saved_as = form
         self.saved.forgotten.difference_update(forgotten)
         return True

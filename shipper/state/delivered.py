@@ -134,10 +134,10 @@ class ShippedIndex:
     def __init__(self) -> None:
         self._files: dict[str, ShippedFile] = {}
         #: Fingerprint ids by head SHA-256 (one id, or several): finds the file a
-        #: compressed rotation holds, whatever inode it now has. The digest string
-        #: is the fingerprint's own, and a lone id is not wrapped: with 100,000
-        #: files known, a key tuple and a list each cost 12 MiB.
-        self._by_head: dict[str, str | tuple[str, ...]] = {}
+        #: compressed rotation holds, whatever inode it now has. Built when retention
+        #: first asks, kept up to date after: with 100,000 files known it holds
+        #: 5 MiB, and only retention's surveys of compressed files need it.
+        self._by_head: dict[str, str | tuple[str, ...]] | None = None
         #: How many files have each head length (a few lengths at most).
         self._head_lengths: Counter[int] = Counter()
         # Deliveries add on the event loop while retention reads in a thread.
@@ -190,8 +190,8 @@ class ShippedIndex:
             for shipped in files:
                 fp = shipped.fingerprint
                 if fp.id not in self._files:
-                    same = self._by_head.get(fp.head_sha256)
-                    self._by_head[fp.head_sha256] = fp.id if same is None else (*_ids(same), fp.id)
+                    if self._by_head is not None:
+                        _index_head(self._by_head, fp)
                     self._head_lengths[fp.head_len] += 1
                 self._files[fp.id] = shipped
 
@@ -203,11 +203,12 @@ class ShippedIndex:
                 if shipped is None:
                     continue
                 fp = shipped.fingerprint
-                left = tuple(f for f in _ids(self._by_head.get(fp.head_sha256, ())) if f != fid)
-                if not left:
-                    self._by_head.pop(fp.head_sha256, None)
-                else:
-                    self._by_head[fp.head_sha256] = left[0] if len(left) == 1 else left
+                if self._by_head is not None:
+                    left = tuple(f for f in _ids(self._by_head.get(fp.head_sha256, ())) if f != fid)
+                    if not left:
+                        self._by_head.pop(fp.head_sha256, None)
+                    else:
+                        self._by_head[fp.head_sha256] = left[0] if len(left) == 1 else left
                 self._head_lengths[fp.head_len] -= 1
                 if self._head_lengths[fp.head_len] <= 0:
                     del self._head_lengths[fp.head_len]
@@ -216,11 +217,16 @@ class ShippedIndex:
         """Files whose first bytes ``head`` starts with (``head`` as long as the longest)."""
         found: list[ShippedFile] = []
         with self._lock:
+            by_head = self._by_head
+            if by_head is None:
+                by_head = self._by_head = {}
+                for shipped in self._files.values():
+                    _index_head(by_head, shipped.fingerprint)
             for length in sorted(self._head_lengths):
                 if len(head) < length:
                     continue
                 digest = hashlib.sha256(head[:length]).hexdigest()
-                for fid in _ids(self._by_head.get(digest, ())):
+                for fid in _ids(by_head.get(digest, ())):
                     if self._files[fid].fingerprint.head_len == length:
                         found.append(self._files[fid])
         return found
@@ -233,3 +239,8 @@ class ShippedIndex:
 
 def _ids(entry: str | tuple[str, ...]) -> tuple[str, ...]:
     return (entry,) if isinstance(entry, str) else entry
+
+
+def _index_head(by_head: dict[str, str | tuple[str, ...]], fp: Fingerprint) -> None:
+    same = by_head.get(fp.head_sha256)
+    by_head[fp.head_sha256] = fp.id if same is None else (*_ids(same), fp.id)

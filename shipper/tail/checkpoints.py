@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT_VERSION = 1
 
 
+#: Fields about saving a checkpoint, not of it: setting them marks nothing unsaved.
+_BOOKKEEPING = frozenset({"unsaved", "saved_as"})
+
+
 @dataclass(slots=True)
 class Checkpoint:
     fingerprint: Fingerprint
@@ -47,6 +51,10 @@ class Checkpoint:
     #: Set since the state database last took it: any field set marks it, so a save
     #: looks only at these rather than at every known file.
     unsaved: bool = field(default=True, init=False, compare=False, repr=False)
+    #: What the state database holds of it, as a hash of the row (the saver's to
+    #: compare; None: no row yet). Here rather than in a table of the saver's own:
+    #: with 100,000 files known, that table alone took 9 MiB.
+    saved_as: int | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.origin:
@@ -54,7 +62,7 @@ class Checkpoint:
 
     def __setattr__(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)
-        if name != "unsaved":
+        if name not in _BOOKKEEPING:
             object.__setattr__(self, "unsaved", True)
 
     def to_json(self) -> dict[str, Any]:

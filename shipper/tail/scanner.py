@@ -93,7 +93,7 @@ class Scanner:
             )
         else:
             found = await asyncio.to_thread(selected, targeted, self.ctx.events.roots)
-        by_inode, by_head = self.ctx.known.index(snapshot=targeted is None)
+        by_inode, by_head = self.ctx.known.index()
         self.ctx.files.copies.continued = set()
         early = {} if targeted is not None else self.opener.take_preopened(by_inode, by_head)
         # Known files waiting for a slot are followed like parked ones if rotated away.
@@ -123,7 +123,9 @@ class Scanner:
         # Files we were reading (at start: all known ones; later: parked ones) that the
         # globs no longer match may have been rotated with lines still unread.
         gone = (
-            set(by_inode) if initial else set(self.ctx.files.parked) | (was_waiting & set(by_inode))
+            set(by_inode)
+            if initial
+            else set(self.ctx.files.parked) | {i for i in was_waiting if i in by_inode}
         )
         paths = [path for _, path in found]
         reopened, unfound = await self.lost.reopen_rotated(
