@@ -176,25 +176,34 @@ def discover(
     one, and is to be given each scan with the same ``compressed``.
     """
     roots = roots_of(sources)
-    found: dict[str, str] = {}
+    found: list[tuple[str, str]] = []
+    # One glob lists each path once: only several can meet (10 MiB less at once,
+    # with 100,000 files, than a table of every path found).
+    looked_at: set[str] | None = None
+    if sum(len(source.include) for source in sources.values()) > 1:
+        looked_at = set()
     refused: dict[str, _Refused] = {}
     resolved: dict[str, str] = {}
     for name in sorted(sources):
         source = sources[name]
         for pattern in source.include:
             for path in expand(pattern):
-                if path in found or path in refused or is_excluded(path, source.exclude):
-                    continue
-                if is_compressed(path) and not compressed:
+                if looked_at is not None:
+                    if path in looked_at:
+                        continue
+                    looked_at.add(path)
+                if is_excluded(path, source.exclude) or (is_compressed(path) and not compressed):
+                    if looked_at is not None:
+                        looked_at.discard(path)  # another source's globs may take it
                     continue
                 verdict = _judge(path, name, roots[name].allowed, resolved)
                 if verdict == "file":
-                    found[path] = name
+                    found.append((name, path))
                 elif isinstance(verdict, _Refused):
                     refused[path] = verdict
     if refusals is not None:
         refusals.update(refused)
-    return [(source, path) for path, source in found.items()]
+    return found
 
 
 def directories(sources: Mapping[str, SourceSettings]) -> set[str]:
@@ -269,7 +278,11 @@ def expand(pattern: str) -> list[str]:
     spells them, except that ``**`` never descends through a symlink."""
     base = glob_base(pattern)
     parts = Path(pattern).parts[len(Path(base).parts) if base != "." else 0 :]
-    return sorted(set(_expand(base, list(parts))))
+    found = list(_expand(base, list(parts)))
+    found.sort()
+    if "**" in parts:  # the one part that can reach a path twice (``**/**``)
+        found = list(dict.fromkeys(found))
+    return found
 
 
 def _expand(base: str, parts: list[str]) -> Iterator[str]:

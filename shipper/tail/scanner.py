@@ -107,6 +107,8 @@ class Scanner:
             initial,
             targeted=targeted is not None,
         )
+        paths = [path for _, path in found]
+        del found  # the results hold what is needed of it: 6 MiB less per 100,000 files
         identified_now = [r[3] for r in results] + [e[2] for e in early.values()]
         originals = await asyncio.to_thread(self.copies.pair_copies, results, early)
         self.learn_waiting()
@@ -116,7 +118,6 @@ class Scanner:
         if targeted is not None:
             replaced = self.replaced(results, by_inode, alive)
             if replaced or self.ctx.files.truncated_originals:
-                paths = [path for _, path in found]
                 opened += await self.lost.finish_elsewhere(replaced, identified_now, seen, paths)
             await self.opener.start_tailing(opened)
             return
@@ -127,7 +128,6 @@ class Scanner:
             if initial
             else set(self.ctx.files.parked) | {i for i in was_waiting if i in by_inode}
         )
-        paths = [path for _, path in found]
         reopened, unfound = await self.lost.reopen_rotated(
             gone - seen, by_inode, paths, keep_read=not initial
         )
@@ -285,6 +285,11 @@ class Scanner:
             try:
                 st = os.stat(path)
                 inode = (st.st_dev, st.st_ino)
+                known = by_inode.get(inode, ())
+                if known:
+                    # The known file's own key: a scan of 100,000 files would otherwise
+                    # hold as many new tuples (12 MiB) until it ends.
+                    inode = known[0].fingerprint.inode
                 identified = None
                 parked = self.ctx.files.parked.get(inode)
                 if inode in handled:
@@ -292,11 +297,11 @@ class Scanner:
                 handled.add(inode)
                 if parked is not None and st.st_size < parked.size:
                     shrunk.add(inode)  # truncated while closed
-                if inode in held or self.nothing_to_read(st, parked, by_inode.get(inode, ())):
+                if inode in held or self.nothing_to_read(st, parked, known):
                     pass
                 elif inode not in self.ctx.files.active and budget <= 0:
                     waiting[path] = (source, inode)  # read once another file is parked
-                    if inode not in by_inode:
+                    if not known:
                         self.note_waiting(source, path, by_inode, resolved, initial=initial)
                 elif inode not in self.ctx.files.active:
                     identified = identify(
