@@ -4,9 +4,10 @@ glibc gives threads that allocate at the same moment arenas of their own, up to
 eight per core, and memory freed in one is reused only by allocations there. The
 daemon's threads (reads, seals, uploads, state saves) each take turns building
 and dropping large buffers, so with many files known the process grew by
-arenas' worth of free memory: 100,000 known files, 253 MiB peak with two arenas,
-and 260-270 MiB without the limit (``bench/many_files.py``). The interpreter lock
-serialises most allocation anyway, so two arenas cost no measurable speed.
+arenas' worth of free memory. ``bench/many_files.py`` with 100,000 files: two
+arenas, 244.6 MiB at the peak and 227.1 MiB after; without the limit, 252.3 and
+245.3 MiB, and the first pass no faster (35.1 s and 36.1 s). The interpreter lock
+serialises most allocation anyway.
 """
 
 from __future__ import annotations
