@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -173,6 +175,17 @@ class Shipping:
             timeout,
             f"at least {at_least} lines delivered",
         )
+
+    def kill9_while_delivering(self, *, rounds: int, every: int, max_pause: float) -> None:
+        """``rounds`` times: once ``every`` more lines are delivered, wait a random moment
+        of up to ``max_pause`` s (inside the read/seal/upload cycle, not a
+        synchronisation point), kill -9 the daemon and start it again."""
+        rng = random.Random()
+        for round_ in range(rounds):
+            self.wait_some_delivered(every * (round_ + 1))
+            time.sleep(rng.uniform(0.0, max_pause))
+            self.daemon.kill9()
+            self.daemon.start()
 
     def _wait(self, predicate: Callable[[], T | None], timeout: float, what: str) -> T:
         try:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import random
 import shutil
 import signal
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,15 +65,9 @@ def test_sigterm_mid_stream_then_restart(shipping: Shipping) -> None:
 
 
 def test_kill9_mid_stream_then_restart(shipping: Shipping) -> None:
-    rng = random.Random()
     writer = start_writer(shipping.logs / "app.log", 0, 24_000, rate=2000)
     shipping.daemon.start()
-    for round_ in range(3):
-        shipping.wait_some_delivered(1000 * (round_ + 1))
-        # A random moment inside the read/seal/upload cycle, not a synchronisation point.
-        time.sleep(rng.uniform(0.0, 0.7))
-        shipping.daemon.kill9()
-        shipping.daemon.start()
+    shipping.kill9_while_delivering(rounds=3, every=1000, max_pause=0.7)
     wait_writer(writer)
     shipping.finish(24_000)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import random
 import time
 import urllib.parse
 from collections import defaultdict
@@ -191,18 +190,12 @@ def test_kill9_twice_while_batches_of_several_files_are_in_flight(
     store: dict[str, Any], tmp_path: Path
 ) -> None:
     shipping = Shipping(tmp_path, **store)
-    rng = random.Random()
     writers = [
         start_writer(shipping.logs / f"fast-{n:02d}.log", n * FAST_LINES, FAST_LINES, rate=300)
         for n in range(FAST_FILES)
     ]
     shipping.daemon.start()
-    for round_ in range(2):
-        shipping.wait_some_delivered(2000 * (round_ + 1))
-        # A random moment inside the read/seal/upload cycle, not a synchronisation point.
-        time.sleep(rng.uniform(0.0, 0.5))
-        shipping.daemon.kill9()
-        shipping.daemon.start()
+    shipping.kill9_while_delivering(rounds=2, every=2000, max_pause=0.5)
     for writer in writers:
         wait_writer(writer)
     # The lines may all be in the store already: stop the last run only once it is up.
