@@ -23,6 +23,7 @@ from tests.support.store import (
     assert_exact,
     dir_records,
     dir_seqs,
+    objects_holding,
     s3_records,
     s3_seqs,
     wait_for,
@@ -164,10 +165,27 @@ class Shipping:
 
     def finish(self, total: int) -> None:
         """Wait for lines 0..total-1, stop cleanly, and check the store holds each exactly once."""
-        assert_exact(self.wait_delivered(total), range(total))
+        self._assert_exact(self.wait_delivered(total), total)
         assert self.daemon.terminate() == ExitCode.OK
         # Nothing more arrives after the stop: a late duplicate would show here.
-        assert_exact(self.delivered(), range(total))
+        self._assert_exact(self.delivered(), total)
+
+    def _assert_exact(self, delivered: Counter[int], total: int) -> None:
+        """``assert_exact``; on failure, also which objects hold the duplicated seqs, and
+        the daemon's log."""
+        try:
+            assert_exact(delivered, range(total))
+        except AssertionError as exc:
+            where = ""
+            duplicated = [seq for seq, n in delivered.items() if n > 1]
+            if self.sink == "s3" and duplicated:
+                assert self.seaweed is not None and self.bucket is not None
+                client = self.seaweed.client()
+                holding = objects_holding(client, self.bucket, "e2e/", duplicated)
+                where = f"\nobjects holding duplicated seqs:\n{holding}"
+            raise AssertionError(
+                f"{exc}{where}\n--- daemon log ---\n{self.daemon.log_tail()}"
+            ) from None
 
     def wait_some_delivered(self, at_least: int, timeout: float = 60) -> None:
         self._wait(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from shipper.exit_codes import ExitCode
-from shipper.state.statedb import read_state
+from shipper.state.statedb import read_state, read_totals
 from tests.e2e_harness import Shipping
 from tests.support.producers import run_writer, start_writer, wait_writer
 from tests.support.seaweed import SeaweedServer
@@ -224,6 +224,32 @@ def test_tiny_rotating_handler_at_5000_lines_per_second(
             backup_count=3,
         )
         shipping.finish(100_000)
+
+
+def test_files_created_during_a_scan_are_read_by_one_reader(
+    seaweed: SeaweedServer, s3_bucket: str, tmp_path: Path
+) -> None:
+    # A new file about every 0.025 s: many are created while a scan is opening others,
+    # so their creation events pre-open them too, and the next scan takes those
+    # handles. Each file must still be read by one reader only: two would each ship
+    # it, under the same keys (the store's 412 hides it) or, cut otherwise, twice.
+    shipping = Shipping(tmp_path, "s3", seaweed=seaweed, bucket=s3_bucket, include="app.log*")
+    with shipping.daemon:
+        shipping.wait_started()
+        run_writer(
+            shipping.logs / "app.log",
+            0,
+            60_000,
+            rate=6000,
+            handler="rotating",
+            max_bytes=30_000,
+            backup_count=5,
+        )
+        shipping.finish(60_000)
+    # Nothing was sealed twice: no upload found its object already there (412).
+    totals = read_totals(shipping.state)
+    assert totals.already_present == 0, totals
+    assert totals.records == 60_000, totals
 
 
 @pytest.mark.timeout(600)

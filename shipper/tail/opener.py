@@ -171,6 +171,7 @@ class Opener:
         Otherwise a crash before their first batch is sealed would leave no trace of
         them, and the next start could apply ``read_from = "end"`` to lines never read.
         """
+        opened = self.not_yet_tailed(opened)
         new = [a for a in opened if a.tailer.fingerprint.id not in self.ctx.known]
         for active in new:
             tailer = active.tailer
@@ -200,6 +201,28 @@ class Opener:
                 },
             )
         self.ctx.wake.set()
+
+    def not_yet_tailed(self, opened: list[ActiveFile]) -> list[ActiveFile]:
+        """``opened`` less the files tailed already (each closed again).
+
+        An inode that is open cannot be reused, so an inode already in the table is
+        the same file, found a second way: a file created during a scan is opened by
+        that scan and also pre-opened by its creation event, and the next scan takes
+        the pre-opened handle. A second reader of one file would ship its lines twice.
+        """
+        kept: list[ActiveFile] = []
+        taken: set[InodeKey] = set()
+        for active in opened:
+            if active.inode in self.ctx.files.active or active.inode in taken:
+                log.debug(
+                    "already tailing file; second handle closed",
+                    extra={"path": active.tailer.path, "fingerprint": active.tailer.fingerprint.id},
+                )
+                active.tailer.close()
+                continue
+            taken.add(active.inode)
+            kept.append(active)
+        return kept
 
     def preopen(self, path: str) -> None:
         """Open a just-created file that a source selects; the next scan identifies it."""

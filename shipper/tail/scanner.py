@@ -169,6 +169,11 @@ class Scanner:
                 self.ctx.files.parked.pop(inode, None)
                 opened.append(self.opener.open(source, path, inode, identified, initial=initial))
         for inode, (source, path, identified) in early.items():
+            if inode in self.ctx.files.active:
+                # Created while the scan before this one opened it: its creation event
+                # pre-opened it a second time.
+                os.close(identified.fd)
+                continue
             if self.copies.held_back(identified, alive):
                 continue
             # Created and rotated away (or deleted) before any scan saw it: read it

@@ -121,6 +121,12 @@ class ShipperProcess(Managed):
             "-c",
             str(self.config_path),
             *self.extra_args,
+            # A run to investigate can ask for the daemon's debug log.
+            *(
+                ["--log-level", level]
+                if (level := os.environ.get("SHIPPER_TEST_LOG_LEVEL"))
+                else []
+            ),
         ]
 
     @property

@@ -11,6 +11,7 @@ __all__ = [
     "dir_records",
     "dir_seqs",
     "object_ranges",
+    "objects_holding",
     "parse_ndjson",
     "s3_keys",
     "s3_records",
@@ -269,6 +270,26 @@ def object_ranges(metadata: Mapping[str, str]) -> list[tuple[str, int, int, int]
         start, end = span.split("-")
         ranges.append((fid, int(start), int(end), int(lines)))
     return ranges
+
+
+def objects_holding(
+    client: S3Client, bucket: str, prefix: str, seqs: Iterable[int], *, field: str = "seq"
+) -> str:
+    """Which objects hold any of ``seqs``: each key, the runs of them it holds and its
+    span list, one object per line; for a failing test to show where a duplicate came from."""
+    wanted = set(seqs)
+    lines = []
+    for key in s3_keys(client, bucket, prefix):
+        held = set()
+        for record in parse_ndjson(
+            decompress(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        ):
+            if record.get(field) in wanted:
+                held.add(record[field])
+        if held:
+            _, ranges = stored_ranges(client, bucket, key)
+            lines.append(f"  {key}: {field} {_runs(held, 5)}; spans {ranges}")
+    return "\n".join(lines) or "  (no object holds them)"
 
 
 def spool_file_ends(spool: Path) -> dict[str, int]:
