@@ -39,6 +39,8 @@ _REGION = "us-east-1"
 _PROBE_BUCKET = "readiness-probe"
 _READY_POLL_S = 0.05
 _READY_DEADLINE_S = 60.0
+#: What weed logs when a port it was given is taken.
+_PORT_TAKEN = "Port allocation failed"
 _STOP_GRACE_S = 10.0
 # Where weed mini puts its unix sockets, whatever TMPDIR says.
 _SOCKET_DIRS = (Path("/tmp"), Path(tempfile.gettempdir()))
@@ -248,14 +250,15 @@ class SeaweedServer(Managed):
                 self.start()
                 return
             except RuntimeError:
-                last_start = self.log_path.read_text(errors="replace").rsplit(
-                    "=== test harness", 1
-                )[-1]
-                if attempt == attempts or "Port allocation failed" not in last_start:
+                if attempt == attempts or _PORT_TAKEN not in self._this_start_log():
                     raise
             self.ports = dict(
                 zip(self._PORT_FLAGS, free_loopback_ports(len(self._PORT_FLAGS)), strict=True)
             )
+
+    def _this_start_log(self) -> str:
+        """The log written since the last start."""
+        return self.log_path.read_text(errors="replace").rsplit("=== test harness", 1)[-1]
 
     def _wait_ready(self) -> None:
         assert self._proc is not None
@@ -279,6 +282,9 @@ class SeaweedServer(Managed):
                 last_error = exc
             else:
                 return
+            if _PORT_TAKEN in self._this_start_log():
+                # Usually weed exits then; on a busy machine it may linger half-started.
+                raise RuntimeError(f"weed mini: {_PORT_TAKEN}; log {self.log_path}")
             if time.monotonic() >= deadline:
                 raise RuntimeError(
                     f"weed mini not ready after {_READY_DEADLINE_S:.0f}s"
