@@ -233,6 +233,8 @@ def test_files_created_during_a_scan_are_read_by_one_reader(
     # so their creation events pre-open them too, and the next scan takes those
     # handles. Each file must still be read by one reader only: two would each ship
     # it, under the same keys (the store's 412 hides it) or, cut otherwise, twice.
+    # Twenty backups keep each file about 0.5 s: long enough, on a busy machine, for
+    # the daemon to open it before it is deleted (lines deleted unread are lost to all).
     shipping = Shipping(tmp_path, "s3", seaweed=seaweed, bucket=s3_bucket, include="app.log*")
     with shipping.daemon:
         shipping.wait_started()
@@ -243,7 +245,7 @@ def test_files_created_during_a_scan_are_read_by_one_reader(
             rate=6000,
             handler="rotating",
             max_bytes=30_000,
-            backup_count=5,
+            backup_count=20,
         )
         shipping.finish(60_000)
     # Nothing was sealed twice: no upload found its object already there (412).
