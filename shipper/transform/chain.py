@@ -67,6 +67,9 @@ class Chain:
             or redactor.line_is_clean(dumps_any(enrich.added_names_and_values()))
         )
         self._clean_paths: dict[str, bool] = {}
+        #: Whether a line may take the short way at all: sampling and extra
+        #: processors look at every record.
+        self._lean = sampler is None and not self.processors
 
     def run(
         self,
@@ -78,55 +81,120 @@ class Chain:
         stream: str = "",
         path: str = "",
         start: int = 0,
+        lean: bool = True,
     ) -> NdjsonRecords:
-        """Process one file's lines; ``stream`` names the file, ``start`` is where they begin."""
+        """Process one file's lines; ``stream`` names the file, ``start`` is where they begin.
+
+        Most lines take a short way (see :meth:`_lean_record`); ``lean=False`` sends
+        every line the long way, which gives the same bytes (the tests compare them).
+        """
         out = NdjsonRecords()
-        counters = self.counters
-        flags_field = self.flags_field
-        sampler = self.sampler
-        offset = start
         # The lines that need the redactor's full search (None: all of them). When
         # enrichment adds something that needs it, every record does.
         search = None
-        if self.redactor is not None and self._added_is_clean and self._path_is_clean(path):
-            search = self.redactor.lines_to_search(lines)
+        redactor = self.redactor
+        if redactor is not None and self._added_is_clean and self._path_is_clean(path):
+            search = redactor.lines_to_search(lines)
+        lean = lean and self._lean and (redactor is None or search is not None)
+        # Streams inside a private key block: their lines are followed one by one.
+        key_blocks = redactor.open_key_blocks if redactor is not None else {}
+        offset = start
+        short = 0
         for index, (line, end) in enumerate(zip(lines, ends, strict=True)):
             line_start, offset = offset, end
-            record, flags = parse_line(line)
-            counters[flags[0] if flags else "parsed"] += 1
-            if line_flags and index in line_flags:
-                for flag in line_flags[index]:
-                    counters[flag] += 1
-                flags = [*flags, *line_flags[index]]
-            when = record_time(record, read_time, self.timestamp_fields)
-            # A plain-text line (not JSON read leniently, which is a record like any).
-            text = bool(flags) and flags[0] in _TEXT_FLAGS and "nonstandard_json" not in flags
-            if sampler is not None and not sampler.keep(record, line, when, text=text):
-                if self.redactor is not None:
-                    self.redactor.follow(stream, record, text=text)  # a key block it opens
-                out.skip(end, when)
-                continue
-            try:
-                record = self._enrich_and_redact(
-                    record,
-                    stream,
-                    path,
-                    line_start,
-                    text=text,
-                    clean=search is not None and index not in search,
-                )
-            except DropRecord:
-                counters["dropped"] += 1
-                out.skip(end, when)
-                continue
-            if flags:
-                record.setdefault(flags_field, flags)
-            out.add(self._encode(record, flags), end, when)
-            if sampler is not None:
-                for summary in sampler.summaries(when):
-                    made = self._enrich_and_redact(summary, None, path, line_start, text=False)
-                    out.add(self._encode(made, []), end, when, lines=0)
+            if (
+                lean
+                and (search is None or index not in search)
+                and (not line_flags or index not in line_flags)
+                and stream not in key_blocks
+            ):
+                encoded = self._lean_record(line, path, line_start, read_time)
+                if encoded is not None:
+                    out.add(encoded[0], end, encoded[1])
+                    short += 1
+                    continue
+            self._long_way(
+                out,
+                line,
+                end,
+                line_start,
+                read_time=read_time,
+                flags_of_line=line_flags.get(index) if line_flags else None,
+                stream=stream,
+                path=path,
+                clean=search is not None and index not in search,
+            )
+        self.counters["parsed"] += short
         return out
+
+    def _lean_record(
+        self, line: bytes, path: str, line_start: int, read_time: float
+    ) -> tuple[bytes, float] | None:
+        """A JSON object line that needs no redaction, sampling or flags: parsed,
+        enriched and encoded with nothing in between; None when it needs the long way
+        (not an object, a name we add is taken, not encodable), with no side effect."""
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return None
+        if type(record) is not dict:
+            return None
+        # The record's own time, before enrichment could add a field of that name.
+        when = record_time(record, read_time, self.timestamp_fields)
+        enrich = self.enrich
+        if enrich is not None and not enrich.added_all(record, path, line_start):
+            return None
+        try:
+            encoded = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        except (TypeError, orjson.JSONEncodeError):
+            return None
+        return encoded, when
+
+    def _long_way(
+        self,
+        out: NdjsonRecords,
+        line: bytes,
+        end: int,
+        line_start: int,
+        *,
+        read_time: float,
+        flags_of_line: tuple[str, ...] | None,
+        stream: str,
+        path: str,
+        clean: bool,
+    ) -> None:
+        """One line through every stage: parse, flags, sample, enrich, redact, encode."""
+        counters = self.counters
+        sampler = self.sampler
+        record, flags = parse_line(line)
+        counters[flags[0] if flags else "parsed"] += 1
+        if flags_of_line:
+            for flag in flags_of_line:
+                counters[flag] += 1
+            flags = [*flags, *flags_of_line]
+        when = record_time(record, read_time, self.timestamp_fields)
+        # A plain-text line (not JSON read leniently, which is a record like any).
+        text = bool(flags) and flags[0] in _TEXT_FLAGS and "nonstandard_json" not in flags
+        if sampler is not None and not sampler.keep(record, line, when, text=text):
+            if self.redactor is not None:
+                self.redactor.follow(stream, record, text=text)  # a key block it opens
+            out.skip(end, when)
+            return
+        try:
+            record = self._enrich_and_redact(
+                record, stream, path, line_start, text=text, clean=clean
+            )
+        except DropRecord:
+            counters["dropped"] += 1
+            out.skip(end, when)
+            return
+        if flags:
+            record.setdefault(self.flags_field, flags)
+        out.add(self._encode(record, flags), end, when)
+        if sampler is not None:
+            for summary in sampler.summaries(when):
+                made = self._enrich_and_redact(summary, None, path, line_start, text=False)
+                out.add(self._encode(made, []), end, when, lines=0)
 
     def _enrich_and_redact(
         self,

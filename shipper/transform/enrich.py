@@ -43,6 +43,34 @@ class Enrich:
         self.counters = counters
         self.source_path_field = source_path_field
         self.source_offset_field = source_offset_field
+        self._static = dict(self.fields)
+        added = [name for name, _ in self.fields]
+        added += [n for n in (source_path_field, source_offset_field) if n is not None]
+        #: Every name this adds, when each is added once (else None: a name given
+        #: twice collides with ourselves, which only the long way counts).
+        self._names: tuple[str, ...] | None = (
+            tuple(added) if len(set(added)) == len(added) else None
+        )
+
+    def added_all(self, record: dict[str, Any], path: str, offset: int) -> bool:
+        """``self(record)`` and ``add_source`` at once, when no name collides; False
+        (the record untouched) when one does, for the caller to take the long way.
+
+        The values are not copied: the caller encodes the record before anything
+        could change them.
+        """
+        names = self._names
+        if names is None:
+            return False
+        for name in names:
+            if name in record:
+                return False
+        record.update(self._static)
+        if self.source_path_field is not None:
+            record[self.source_path_field] = path
+        if self.source_offset_field is not None:
+            record[self.source_offset_field] = offset
+        return True
 
     def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
         for name, value in self.fields:

@@ -336,6 +336,12 @@ class Redactor:
         digest = hmac.new(self.hash_key, data, hashlib.sha256).hexdigest()
         return f"hmac-sha256:{digest[:32]}"
 
+    @property
+    def open_key_blocks(self) -> Mapping[str, int]:
+        """The streams inside a private key block now (a live view): each of their
+        lines needs a look, however clean it is."""
+        return self._pem_open
+
     def enter_key_block(self, stream: str) -> None:
         """Start ``stream`` inside a private key block (lines read again from its middle)."""
         if self._private_key:

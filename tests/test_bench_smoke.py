@@ -1,0 +1,37 @@
+"""The throughput benchmark still runs: a small size on each sink, no timing asserted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from tests.support.daemon import PROJECT_ROOT, child_env
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize(("sink", "runs"), [("s3", 1), ("directory", 2)])
+def test_throughput_bench_reports_every_figure(sink: str, runs: int) -> None:
+    command = ["bench/throughput.py", "--lines", "3000", "--sink", sink, "--runs", str(runs)]
+    done = subprocess.run(
+        [sys.executable, *command],
+        cwd=PROJECT_ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = orjson.loads(done.stdout)
+    assert report["lines"] == 3000 and report["sink"] == sink
+    assert len(report["runs"]) == runs
+    for run in report["runs"]:
+        assert run["lines_per_sec"] > 0
+        assert run["cpu_seconds"] > 0
+        assert run["peak_tree_rss_mib"] > 10
+    if runs > 1:
+        assert set(report["summary"]["lines_per_sec"]) == {"median", "min", "max"}
