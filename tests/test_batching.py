@@ -212,3 +212,38 @@ def test_packs_keep_order_and_fit_the_limits(
             or sum(b.records for b in batches) + first.records > max_records
             or sum(_segment_text_len(b) for b in [*batches, first]) > budget
         )
+
+
+@given(
+    st.lists(st.lists(st.integers(1, 120), max_size=12), min_size=1, max_size=6),
+    st.integers(1, 300),
+    st.integers(1, 8),
+    st.floats(0, 10),
+)
+def test_cutting_by_bounds_gives_what_cutting_record_by_record_gives(
+    chunks: list[list[int]], max_bytes: int, max_records: int, step: float
+) -> None:
+    # Chunks of one record per line: ``add`` bisects on their bounds; ``add_each``
+    # steps through them. Same batches, same open batch, same position.
+    fast, slow = make(max_bytes, max_records), make(max_bytes, max_records)
+    end, when, got, want = 0, 0.0, [], []
+    for sizes in chunks:
+        records = [bytes([65 + i % 26]) * (n - 1) + b"\n" for i, n in enumerate(sizes)]
+        ends = list(itertools.accumulate(sizes, initial=end))[1:]
+        times = [when + i * step for i in range(len(sizes))]
+        end = ends[-1] if ends else end
+        when += 100.0
+        chunk = encoded(records, ends, times)
+        assert chunk.plain
+        got += fast.add(chunk, now=when)
+        want += slow.add_each(encoded(records, ends, times), now=when)
+    assert got == want
+    assert fast.pending == slow.pending
+    assert fast.position == slow.position
+
+
+def test_a_chunk_with_dropped_lines_is_not_plain() -> None:
+    chunk = encoded([b"a\n"], [2], [0.0])
+    assert chunk.plain
+    chunk.skip(4, 0.0)
+    assert not chunk.plain

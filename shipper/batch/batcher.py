@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = ["Batch", "BatchLimits", "Batcher"]
 
+import bisect
 from dataclasses import dataclass, field
 
 from shipper.files.fingerprint import Fingerprint
@@ -69,6 +70,64 @@ class Batcher:
 
     def add(self, records: NdjsonRecords, now: float) -> list[Batch]:
         """Add a chunk's encoded records; return the batches that became full."""
+        if records.plain:
+            return self._add_plain(records, now)
+        return self.add_each(records, now)
+
+    def _add_plain(self, records: NdjsonRecords, now: float) -> list[Batch]:
+        """``add_each`` for a chunk of one record per line and no empty entries (the
+        common case): cut where the byte and record limits fall, found by bisection
+        on the records' bounds, instead of a step per record."""
+        cut: list[Batch] = []
+        limits = self.limits
+        data = memoryview(records.data)
+        bounds = records.bounds
+        count = len(bounds)
+        taken = 0  # records of the chunk in batches so far
+        while taken < count:
+            batch = self._open
+            base = bounds[taken - 1] if taken else 0
+            if batch is not None and (
+                len(batch.body) + bounds[taken] - base > limits.max_bytes
+                or batch.records >= limits.max_records
+            ):
+                cut.append(batch)
+                self._open = batch = None
+            if batch is None:
+                batch = Batch(
+                    source=self.source,
+                    fingerprint=self.fingerprint,
+                    path=self.path,
+                    start=self.position,
+                    end=self.position,
+                    first_time=records.times[taken],
+                    opened_at=now,
+                )
+                self._open = batch
+                # A new batch takes its first record whatever its size.
+                room = max(limits.max_bytes - len(batch.body), bounds[taken] - base)
+            else:
+                room = limits.max_bytes - len(batch.body)
+            # The records that fit: up to the last bound within ``room`` of ``base``.
+            fits = bisect.bisect_right(bounds, base + room, taken, count) - taken
+            fits = min(fits, limits.max_records - batch.records)
+            upto = taken + fits
+            batch.body += data[base : bounds[upto - 1]]
+            batch.records += fits
+            batch.lines += fits
+            batch.end = self.position = records.ends[upto - 1]
+            taken = upto
+        batch = self._open
+        if batch is not None and (
+            len(batch.body) >= limits.max_bytes or batch.records >= limits.max_records
+        ):
+            cut.append(batch)
+            self._open = None
+        return cut
+
+    def add_each(self, records: NdjsonRecords, now: float) -> list[Batch]:
+        """``add``, a record at a time: for chunks with dropped lines or records the
+        shipper made (their entries share a line's end, or hold no bytes)."""
         cut: list[Batch] = []
         limits = self.limits
         data = memoryview(records.data)

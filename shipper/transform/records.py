@@ -21,6 +21,9 @@ class NdjsonRecords:
     times: list[float] = field(default_factory=list)
     #: Input records each entry stands for: 1, or 0 for a record made by the shipper.
     lines: list[int] = field(default_factory=list)
+    #: Every entry so far is one line's record of some bytes (none dropped, none of
+    #: the shipper's own): the batcher can then cut the chunk by its bounds alone.
+    plain: bool = True
 
     def __len__(self) -> int:
         return len(self.bounds)
@@ -33,6 +36,8 @@ class NdjsonRecords:
         self.ends.append(end)
         self.times.append(when)
         self.lines.append(lines)
+        if lines != 1 or not encoded:
+            self.plain = False
 
     def skip(self, end: int, when: float) -> None:
         """A dropped line: no bytes, but the range moves past it."""
