@@ -114,7 +114,13 @@ class TreeSampler:
         return sum(self._cpu.values())
 
 
-def vm_hwm_mib(pid: int) -> float:
+def delivered_records(state_dir: Path) -> int:
+    """Records the state database counts delivered (one line, one record, here)."""
+    return read_totals(state_dir).records
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The peak RSS of one process (its VmHWM)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
@@ -170,7 +176,7 @@ def run_once(
                     tree.sample()
                     now = time.monotonic()
                     if now >= next_count:  # the ledger is read less often than the tree
-                        if read_totals(root / "state").records >= lines:
+                        if delivered_records(root / "state") >= lines:
                             break
                         next_count = now + 0.2
                     if proc.poll() is not None:
@@ -180,7 +186,7 @@ def run_once(
                     time.sleep(SAMPLE_SECS)
                 elapsed = time.monotonic() - started
                 tree.sample()
-                hwm = vm_hwm_mib(proc.pid)
+                hwm = peak_rss_mib(proc.pid)
             finally:
                 proc.terminate()
                 proc.wait(60)

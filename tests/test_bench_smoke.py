@@ -35,3 +35,25 @@ def test_throughput_bench_reports_every_figure(sink: str, runs: int) -> None:
         assert run["peak_tree_rss_mib"] > 10
     if runs > 1:
         assert set(report["summary"]["lines_per_sec"]) == {"median", "min", "max"}
+
+
+BENCHES = sorted(
+    path.name
+    for path in (PROJECT_ROOT / "bench").glob("*.py")
+    if path.name not in {"__init__.py", "sizes.py"}
+)
+
+
+@pytest.mark.parametrize("script", BENCHES)
+def test_every_bench_script_imports_and_explains_itself(script: str) -> None:
+    done = subprocess.run(
+        [sys.executable, f"bench/{script}", "--help"],
+        cwd=PROJECT_ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "--quick" in done.stdout

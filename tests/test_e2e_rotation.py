@@ -203,13 +203,11 @@ def test_kill9_crash_loop_under_rotation(
     shipping.finish(60_000)
 
 
-@pytest.mark.timeout(600)
-def test_tiny_rotating_handler_at_5000_lines_per_second(
-    seaweed: SeaweedServer, s3_bucket: str, tmp_path: Path
+def ship_from_a_rotating_handler(
+    shipping: Shipping, lines: int, *, rate: int, max_bytes: int, backup_count: int
 ) -> None:
-    # RotatingFileHandler, maxBytes 100 kB, backupCount=3: a new file about every 0.07 s,
-    # deleted about 0.27 s after it was created. Each is opened as its creation is seen.
-    shipping = Shipping(tmp_path, "s3", seaweed=seaweed, bucket=s3_bucket, include="app.log*")
+    """A RotatingFileHandler writes ``lines`` at ``rate`` lines/s into ``app.log``;
+    every line must arrive exactly once."""
     with shipping.daemon:
         # Files deleted before the daemon runs cannot be shipped by anyone: start writing
         # once it is up.
@@ -217,13 +215,28 @@ def test_tiny_rotating_handler_at_5000_lines_per_second(
         run_writer(
             shipping.logs / "app.log",
             0,
-            100_000,
-            rate=5000,
+            lines,
+            rate=rate,
             handler="rotating",
-            max_bytes=100_000,
-            backup_count=3,
+            max_bytes=max_bytes,
+            backup_count=backup_count,
         )
-        shipping.finish(100_000)
+        shipping.finish(lines)
+
+
+@pytest.mark.timeout(600)
+def test_tiny_rotating_handler_at_5000_lines_per_second(
+    seaweed: SeaweedServer, s3_bucket: str, tmp_path: Path
+) -> None:
+    # RotatingFileHandler, maxBytes 100 kB, backupCount=3: a new file about every 0.07 s,
+    # deleted about 0.27 s after it was created. Each is opened as its creation is seen.
+    ship_from_a_rotating_handler(
+        Shipping(tmp_path, "s3", seaweed=seaweed, bucket=s3_bucket, include="app.log*"),
+        100_000,
+        rate=5000,
+        max_bytes=100_000,
+        backup_count=3,
+    )
 
 
 def test_files_created_during_a_scan_are_read_by_one_reader(
@@ -236,18 +249,7 @@ def test_files_created_during_a_scan_are_read_by_one_reader(
     # Twenty backups keep each file about 0.5 s: long enough, on a busy machine, for
     # the daemon to open it before it is deleted (lines deleted unread are lost to all).
     shipping = Shipping(tmp_path, "s3", seaweed=seaweed, bucket=s3_bucket, include="app.log*")
-    with shipping.daemon:
-        shipping.wait_started()
-        run_writer(
-            shipping.logs / "app.log",
-            0,
-            60_000,
-            rate=6000,
-            handler="rotating",
-            max_bytes=30_000,
-            backup_count=20,
-        )
-        shipping.finish(60_000)
+    ship_from_a_rotating_handler(shipping, 60_000, rate=6000, max_bytes=30_000, backup_count=20)
     # Nothing was sealed twice: no upload found its object already there (412).
     totals = read_totals(shipping.state)
     assert totals.already_present == 0, totals

@@ -94,16 +94,7 @@ class Batcher:
                 cut.append(batch)
                 self._open = batch = None
             if batch is None:
-                batch = Batch(
-                    source=self.source,
-                    fingerprint=self.fingerprint,
-                    path=self.path,
-                    start=self.position,
-                    end=self.position,
-                    first_time=records.times[taken],
-                    opened_at=now,
-                )
-                self._open = batch
+                batch = self._open = self._new_batch(records.times[taken], now)
                 # A new batch takes its first record whatever its size.
                 room = max(limits.max_bytes - len(batch.body), bounds[taken] - base)
             else:
@@ -152,16 +143,7 @@ class Batcher:
                 cut.append(batch)
                 batch = None
             if batch is None:
-                batch = Batch(
-                    source=self.source,
-                    fingerprint=self.fingerprint,
-                    path=self.path,
-                    start=self.position,
-                    end=self.position,
-                    first_time=when,
-                    opened_at=now,
-                )
-                self._open = batch
+                batch = self._open = self._new_batch(when, now)
             if size:
                 batch.records += 1
             batch.lines += lines
@@ -175,6 +157,18 @@ class Batcher:
                 cut.append(batch)
                 self._open = None
         return cut
+
+    def _new_batch(self, first_time: float, now: float) -> Batch:
+        """An empty batch starting where the last one ended."""
+        return Batch(
+            source=self.source,
+            fingerprint=self.fingerprint,
+            path=self.path,
+            start=self.position,
+            end=self.position,
+            first_time=first_time,
+            opened_at=now,
+        )
 
     def due(self, now: float) -> bool:
         """Whether the open batch has waited ``max_age_secs`` since its first record."""
