@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import astuple
 from typing import Any
 
 import orjson
@@ -114,7 +113,8 @@ def run(chain: Chain, chunks: Sequence[Sequence[bytes]], lean: bool, flags: bool
             start=start,
             lean=lean,
         )
-        results.append(astuple(out))
+        times = [out.time_at(i) for i in range(len(out))]
+        results.append((bytes(out.data), out.bounds, out.ends, times, out.lines, out.plain))
     return results
 
 

@@ -72,5 +72,5 @@ def test_chain_encodes_ndjson_flags_partial_and_honours_drops() -> None:
     # The dropped line is an entry of no bytes: its batch's range still covers it.
     assert out.bounds == [8, 8, len(out.data)]
     assert out.ends == [8, 23, 27]
-    assert out.times == [3.0, 3.0, 3.0]
+    assert [out.time_at(i) for i in range(len(out))] == [3.0, 3.0, 3.0]
     assert chain.counters["dropped"] == 1

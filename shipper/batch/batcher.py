@@ -94,7 +94,7 @@ class Batcher:
                 cut.append(batch)
                 self._open = batch = None
             if batch is None:
-                batch = self._open = self._new_batch(records.times[taken], now)
+                batch = self._open = self._new_batch(records.time_at(taken), now)
                 # A new batch takes its first record whatever its size.
                 room = max(limits.max_bytes - len(batch.body), bounds[taken] - base)
             else:
@@ -124,8 +124,8 @@ class Batcher:
         data = memoryview(records.data)
         run_start = 0  # start in ``data`` of the records not yet copied into a batch
         previous = 0
-        entries = zip(records.bounds, records.ends, records.times, records.lines, strict=True)
-        for bound, end, when, lines in entries:
+        entries = zip(records.bounds, records.ends, records.lines, strict=True)
+        for index, (bound, end, lines) in enumerate(entries):
             size = bound - previous
             batch = self._open
             # A record the shipper made shares its line's end: never cut between them,
@@ -143,7 +143,7 @@ class Batcher:
                 cut.append(batch)
                 batch = None
             if batch is None:
-                batch = self._open = self._new_batch(when, now)
+                batch = self._open = self._new_batch(records.time_at(index), now)
             if size:
                 batch.records += 1
             batch.lines += lines

@@ -88,7 +88,7 @@ class Chain:
         Most lines take a short way (see :meth:`_lean_record`); ``lean=False`` sends
         every line the long way, which gives the same bytes (the tests compare them).
         """
-        out = NdjsonRecords()
+        out = NdjsonRecords(read_time=read_time, time_fields=self.timestamp_fields)
         # The lines that need the redactor's full search (None: all of them). When
         # enrichment adds something that needs it, every record does.
         search = None
@@ -108,7 +108,7 @@ class Chain:
                 and (not line_flags or index not in line_flags)
                 and stream not in key_blocks
             ):
-                encoded = self._lean_record(line, path, line_start, read_time)
+                encoded = self._lean_record(line, path, line_start)
                 if encoded is not None:
                     out.add(encoded[0], end, encoded[1])
                     short += 1
@@ -128,8 +128,8 @@ class Chain:
         return out
 
     def _lean_record(
-        self, line: bytes, path: str, line_start: int, read_time: float
-    ) -> tuple[bytes, float] | None:
+        self, line: bytes, path: str, line_start: int
+    ) -> tuple[bytes, tuple[Any, ...]] | None:
         """A JSON object line that needs no redaction, sampling or flags: parsed,
         enriched and encoded with nothing in between; None when it needs the long way
         (not an object, a name we add is taken, not encodable), with no side effect."""
@@ -139,8 +139,9 @@ class Chain:
             return None
         if type(record) is not dict:
             return None
-        # The record's own time, before enrichment could add a field of that name.
-        when = record_time(record, read_time, self.timestamp_fields)
+        # The values its time is read from (when asked: NdjsonRecords.time_at), taken
+        # before enrichment could add a field of such a name.
+        when = tuple(map(record.get, self.timestamp_fields))
         enrich = self.enrich
         if enrich is not None and not enrich.added_all(record, path, line_start):
             return None
