@@ -13,20 +13,25 @@ from tests.support.daemon import PROJECT_ROOT, child_env
 pytestmark = pytest.mark.e2e
 
 
-@pytest.mark.parametrize(("sink", "runs"), [("s3", 1), ("directory", 2)])
-def test_throughput_bench_reports_every_figure(sink: str, runs: int) -> None:
-    command = ["bench/throughput.py", "--lines", "3000", "--sink", sink, "--runs", str(runs)]
+def run_bench(script: str, *args: str, timeout: float) -> str:
+    """``python bench/SCRIPT ARGS`` from the project's root; its standard output."""
     done = subprocess.run(
-        [sys.executable, *command],
+        [sys.executable, f"bench/{script}", *args],
         cwd=PROJECT_ROOT,
         env=child_env(),
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=timeout,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    report = orjson.loads(done.stdout)
+    return done.stdout
+
+
+@pytest.mark.parametrize(("sink", "runs"), [("s3", 1), ("directory", 2)])
+def test_throughput_bench_reports_every_figure(sink: str, runs: int) -> None:
+    args = ["--lines", "3000", "--sink", sink, "--runs", str(runs)]
+    report = orjson.loads(run_bench("throughput.py", *args, timeout=170))
     assert report["lines"] == 3000 and report["sink"] == sink
     assert len(report["runs"]) == runs
     for run in report["runs"]:
@@ -46,14 +51,4 @@ BENCHES = sorted(
 
 @pytest.mark.parametrize("script", BENCHES)
 def test_every_bench_script_imports_and_explains_itself(script: str) -> None:
-    done = subprocess.run(
-        [sys.executable, f"bench/{script}", "--help"],
-        cwd=PROJECT_ROOT,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "--quick" in done.stdout
+    assert "--quick" in run_bench(script, "--help", timeout=60)
