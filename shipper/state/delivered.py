@@ -21,6 +21,7 @@ from typing import Any
 
 from shipper.files.fingerprint import Fingerprint
 from shipper.files.markers import Marker
+from shipper.files.one_or_more import OneOrMore, add, drop, members
 from shipper.spool.entry import SpoolEntry
 from shipper.tail.checkpoints import Checkpoint
 
@@ -137,7 +138,7 @@ class ShippedIndex:
         #: compressed rotation holds, whatever inode it now has. Built when retention
         #: first asks, kept up to date after: with 100,000 files known it holds
         #: 5 MiB, and only retention's surveys of compressed files need it.
-        self._by_head: dict[str, str | tuple[str, ...]] | None = None
+        self._by_head: dict[str, OneOrMore[str]] | None = None
         #: How many files have each head length (a few lengths at most).
         self._head_lengths: Counter[int] = Counter()
         # Deliveries add on the event loop while retention reads in a thread.
@@ -191,7 +192,7 @@ class ShippedIndex:
                 fp = shipped.fingerprint
                 if fp.id not in self._files:
                     if self._by_head is not None:
-                        _index_head(self._by_head, fp)
+                        add(self._by_head, fp.head_sha256, fp.id)
                     self._head_lengths[fp.head_len] += 1
                 self._files[fp.id] = shipped
 
@@ -204,11 +205,7 @@ class ShippedIndex:
                     continue
                 fp = shipped.fingerprint
                 if self._by_head is not None:
-                    left = tuple(f for f in _ids(self._by_head.get(fp.head_sha256, ())) if f != fid)
-                    if not left:
-                        self._by_head.pop(fp.head_sha256, None)
-                    else:
-                        self._by_head[fp.head_sha256] = left[0] if len(left) == 1 else left
+                    drop(self._by_head, fp.head_sha256, fid)
                 self._head_lengths[fp.head_len] -= 1
                 if self._head_lengths[fp.head_len] <= 0:
                     del self._head_lengths[fp.head_len]
@@ -221,12 +218,12 @@ class ShippedIndex:
             if by_head is None:
                 by_head = self._by_head = {}
                 for shipped in self._files.values():
-                    _index_head(by_head, shipped.fingerprint)
+                    add(by_head, shipped.fingerprint.head_sha256, shipped.fingerprint.id)
             for length in sorted(self._head_lengths):
                 if len(head) < length:
                     continue
                 digest = hashlib.sha256(head[:length]).hexdigest()
-                for fid in _ids(by_head.get(digest, ())):
+                for fid in members(by_head.get(digest, ())):
                     if self._files[fid].fingerprint.head_len == length:
                         found.append(self._files[fid])
         return found
@@ -235,12 +232,3 @@ class ShippedIndex:
     def longest_head(self) -> int:
         with self._lock:
             return max(self._head_lengths, default=0)
-
-
-def _ids(entry: str | tuple[str, ...]) -> tuple[str, ...]:
-    return (entry,) if isinstance(entry, str) else entry
-
-
-def _index_head(by_head: dict[str, str | tuple[str, ...]], fp: Fingerprint) -> None:
-    same = by_head.get(fp.head_sha256)
-    by_head[fp.head_sha256] = fp.id if same is None else (*_ids(same), fp.id)

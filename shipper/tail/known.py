@@ -25,16 +25,10 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from shipper.files.durable import InodeKey
+from shipper.files.one_or_more import OneOrMore, add, drop, members
 from shipper.tail.checkpoints import Checkpoint
 
 K = TypeVar("K")
-#: An index entry: the one checkpoint under a key (nearly always), or several. A
-#: tuple per entry cost 64 bytes per known file and index.
-Entry = Checkpoint | tuple[Checkpoint, ...]
-
-
-def _all(entry: Entry) -> tuple[Checkpoint, ...]:
-    return entry if isinstance(entry, tuple) else (entry,)
 
 
 class CheckpointsBy(Mapping[K, Sequence[Checkpoint]]):
@@ -42,15 +36,15 @@ class CheckpointsBy(Mapping[K, Sequence[Checkpoint]]):
 
     __slots__ = ("_entries",)
 
-    def __init__(self, entries: Mapping[K, Entry]) -> None:
+    def __init__(self, entries: Mapping[K, OneOrMore[Checkpoint]]) -> None:
         self._entries = entries
 
     def __getitem__(self, key: K) -> tuple[Checkpoint, ...]:
-        return _all(self._entries[key])
+        return members(self._entries[key])
 
     def get(self, key: K, default: Sequence[Checkpoint] = ()) -> Sequence[Checkpoint]:  # type: ignore[override]
         entry = self._entries.get(key)
-        return default if entry is None else _all(entry)
+        return default if entry is None else members(entry)
 
     def __contains__(self, key: object) -> bool:
         return key in self._entries
@@ -93,8 +87,8 @@ class KnownFiles(MutableMapping[str, Checkpoint]):
 
     def __init__(self, checkpoints: Mapping[str, Checkpoint] | None = None) -> None:
         self._by_id: dict[str, Checkpoint] = {}
-        self._by_inode: dict[InodeKey, Entry] = {}
-        self._by_head: dict[str, Entry] = {}
+        self._by_inode: dict[InodeKey, OneOrMore[Checkpoint]] = {}
+        self._by_head: dict[str, OneOrMore[Checkpoint]] = {}
         for fid, checkpoint in (checkpoints or {}).items():
             self[fid] = checkpoint
 
@@ -106,14 +100,14 @@ class KnownFiles(MutableMapping[str, Checkpoint]):
             del self[fid]
         self._by_id[fid] = checkpoint
         fp = checkpoint.fingerprint
-        _add(self._by_inode, fp.inode, checkpoint)
-        _add(self._by_head, fp.head_sha256, checkpoint)
+        add(self._by_inode, fp.inode, checkpoint)
+        add(self._by_head, fp.head_sha256, checkpoint)
 
     def __delitem__(self, fid: str) -> None:
         checkpoint = self._by_id.pop(fid)
         fp = checkpoint.fingerprint
-        _drop(self._by_inode, fp.inode, checkpoint)
-        _drop(self._by_head, fp.head_sha256, checkpoint)
+        drop(self._by_inode, fp.inode, checkpoint)
+        drop(self._by_head, fp.head_sha256, checkpoint)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._by_id)
@@ -137,7 +131,7 @@ class KnownFiles(MutableMapping[str, Checkpoint]):
 
     def on_inode(self, inode: InodeKey) -> tuple[Checkpoint, ...]:
         entry = self._by_inode.get(inode)
-        return () if entry is None else _all(entry)
+        return () if entry is None else members(entry)
 
     def index(self) -> tuple[Mapping[InodeKey, Sequence[Checkpoint]], MarkedByHead]:
         """Both indexes, for one scan: read-only views.
@@ -150,19 +144,6 @@ class KnownFiles(MutableMapping[str, Checkpoint]):
         return CheckpointsBy(MappingProxyType(self._by_inode)), MarkedByHead(
             CheckpointsBy(MappingProxyType(self._by_head))
         )
-
-
-def _add(index: dict[K, Entry], key: K, checkpoint: Checkpoint) -> None:
-    entry = index.get(key)
-    index[key] = checkpoint if entry is None else (*_all(entry), checkpoint)
-
-
-def _drop(index: dict[K, Entry], key: K, checkpoint: Checkpoint) -> None:
-    left = tuple(c for c in _all(index[key]) if c is not checkpoint)
-    if not left:
-        del index[key]
-    else:
-        index[key] = left[0] if len(left) == 1 else left
 
 
 class WaitingFiles:

@@ -102,9 +102,11 @@ class Chain:
         short = 0
         for index, (line, end) in enumerate(zip(lines, ends, strict=True)):
             line_start, offset = offset, end
+            # Ruled out by the pre-check: nothing in the line needs the redactor.
+            clean = search is not None and index not in search
             if (
                 lean
-                and (search is None or index not in search)
+                and (clean or search is None)
                 and (not line_flags or index not in line_flags)
                 and stream not in key_blocks
             ):
@@ -122,7 +124,7 @@ class Chain:
                 flags_of_line=line_flags.get(index) if line_flags else None,
                 stream=stream,
                 path=path,
-                clean=search is not None and index not in search,
+                clean=clean,
             )
         self.counters["parsed"] += short
         return out
